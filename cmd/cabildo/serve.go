@@ -1,0 +1,286 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
+
+	mobileapi "github.com/cabildo/cabildo/mobile-api"
+
+	"github.com/cabildo/cabildo/internal/cabildo"
+	"github.com/cabildo/cabildo/internal/config"
+	"github.com/cabildo/cabildo/internal/httpapi"
+	"github.com/cabildo/cabildo/internal/memcache"
+	"github.com/cabildo/cabildo/internal/natslog"
+	"github.com/cabildo/cabildo/internal/projection"
+	"github.com/cabildo/cabildo/internal/rediscache"
+	"github.com/cabildo/cabildo/internal/schedule"
+)
+
+// cache is what a node keeps in the cache: projection snapshots and rendered responses.
+type cache interface {
+	httpapi.RenderCache
+	LoadSnapshot(ctx context.Context, key string) (cabildo.Snapshot, bool, error)
+	StoreSnapshot(ctx context.Context, key string, s cabildo.Snapshot) (bool, error)
+	Ping(ctx context.Context) error
+	Name() string
+	Close() error
+}
+
+const snapshotKey = "snapshot:projection"
+
+// serve runs one node until ctx ends. Shutdown order: stop being ready, stop accepting
+// and finish in-flight requests, stop consuming, write a last snapshot, drain NATS.
+func serve(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	cfg, err := config.LoadServe(args, getenv, stderr)
+	if err != nil {
+		return err
+	}
+	log := newLogger(cfg, stderr)
+	keys, err := signingKeys(cfg.SigningKey, cfg.SigningKeyFile)
+	if err != nil {
+		return err
+	}
+
+	// The log of record.
+	var nc *nats.Conn
+	if cfg.NATSURL == "" {
+		emb, err := natslog.StartEmbedded(natslog.EmbeddedOptions{
+			StoreDir: filepath.Join(cfg.DataDir, "jetstream"), Listen: cfg.NATSListen})
+		if err != nil {
+			return err
+		}
+		defer emb.Shutdown()
+		if nc, err = emb.Connect("cabildo"); err != nil {
+			return err
+		}
+		if cfg.NATSListen != "" {
+			log.Info("in-process NATS accepts clients", "url", emb.ClientURL())
+		}
+	} else {
+		nc, err = nats.Connect(cfg.NATSURL, nats.Name("cabildo"), nats.MaxReconnects(-1),
+			nats.ReconnectWait(250*time.Millisecond), nats.RetryOnFailedConnect(true),
+			nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { log.Warn("NATS disconnected", "err", err) }),
+			nats.ReconnectHandler(func(*nats.Conn) { log.Info("NATS reconnected") }))
+		if err != nil {
+			return fmt.Errorf("connect to NATS %s: %w", cfg.NATSURL, err)
+		}
+	}
+	defer nc.Close()
+	openCtx, cancelOpen := context.WithTimeout(ctx, 30*time.Second)
+	lg, err := natslog.Open(openCtx, nc, natslog.Config{Replicas: cfg.StreamReplicas, Dedupe: cfg.Dedupe})
+	cancelOpen()
+	if err != nil {
+		return err
+	}
+
+	// The cache.
+	var cc cache
+	if cfg.RedisURL == "" {
+		cc = memcache.New()
+	} else {
+		rc, err := rediscache.New(ctx, rediscache.Options{URL: cfg.RedisURL})
+		if err != nil {
+			return err
+		}
+		cc = rc
+	}
+	defer cc.Close()
+
+	// The projection: start from a snapshot that matches this log, then consume the tail.
+	store := projection.New(projection.Options{Logger: log})
+	info, err := lg.Info(ctx)
+	if err != nil {
+		return err
+	}
+	restoreSnapshot(ctx, log, cc, store, info)
+
+	var wg sync.WaitGroup
+	consumeCtx, stopConsume := context.WithCancel(context.Background())
+	defer stopConsume()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for consumeCtx.Err() == nil {
+			err := lg.Consume(consumeCtx, store.Seq(), func(e natslog.Entry) error {
+				store.Apply(e.Seq, e.Subject, e.Time, e.Data)
+				return nil
+			})
+			if consumeCtx.Err() == nil {
+				log.Warn("log consumer stopped; restarting", "err", err)
+				select {
+				case <-consumeCtx.Done():
+				case <-time.After(500 * time.Millisecond):
+				}
+			}
+		}
+	}()
+	catchCtx, cancelCatch := context.WithTimeout(ctx, 2*time.Minute)
+	err = store.WaitFor(catchCtx, info.LastSeq)
+	cancelCatch()
+	if err != nil {
+		return fmt.Errorf("projection did not catch up with the log: %w", err)
+	}
+	log.Info("projection caught up", "seq", store.Seq(), "log_last_seq", info.LastSeq)
+
+	svc := schedule.New(lg, store)
+	if cfg.Demo && info.LastSeq == 0 {
+		if err := loadDemo(ctx, svc, log); err != nil {
+			return fmt.Errorf("load demo event: %w", err)
+		}
+	}
+
+	var ready atomic.Bool
+	reg := prometheus.NewRegistry()
+	api := httpapi.New(httpapi.Options{
+		Logger: log, Store: store, Schedule: svc, Tokens: keys, Cache: cc, Registry: reg,
+		OpenAPI: mobileapi.OpenAPI,
+		Ready: func(ctx context.Context) (bool, map[string]string) {
+			checks := map[string]string{"log": "up", "projection": "caught_up", "cache": cc.Name()}
+			ok := ready.Load()
+			if nc.Status() != nats.CONNECTED {
+				checks["log"], ok = "down", false
+			}
+			if err := cc.Ping(ctx); err != nil {
+				// Redis is a cache: without it the node still serves, so it stays ready.
+				checks["cache"] = "degraded"
+			}
+			if !ready.Load() {
+				checks["projection"] = "catching_up"
+			}
+			return ok, checks
+		},
+	})
+
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", cfg.Addr, err)
+	}
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- api.App().Listener(ln) }()
+	ready.Store(true)
+	printWelcome(stdout, ln.Addr(), store, cfg)
+
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		snapshotLoop(consumeCtx, log, cc, store, info.Identity, cfg.SnapshotEvery)
+	}()
+
+	select {
+	case <-ctx.Done():
+	case err := <-serveErr:
+		if err != nil {
+			return fmt.Errorf("http: %w", err)
+		}
+	}
+	log.Info("shutting down")
+	ready.Store(false)
+	shCtx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownGrace)
+	defer cancel()
+	if err := api.Shutdown(shCtx); err != nil {
+		log.Warn("http shutdown", "err", err)
+	}
+	stopConsume()
+	wg.Wait()
+	writeSnapshot(shCtx, log, cc, store, info.Identity)
+	if err := nc.Drain(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
+		log.Warn("NATS drain", "err", err)
+	}
+	log.Info("stopped")
+	return nil
+}
+
+func newLogger(cfg config.Serve, w io.Writer) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(cfg.LogLevel))
+	opts := &slog.HandlerOptions{Level: level}
+	if cfg.LogFormat == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// restoreSnapshot loads the cached projection when it was built from this very log and
+// is not ahead of it; anything else is refused and the node rebuilds from the log alone.
+func restoreSnapshot(ctx context.Context, log *slog.Logger, cc cache, store *projection.Store, info natslog.Info) {
+	snap, ok, err := cc.LoadSnapshot(ctx, snapshotKey)
+	switch {
+	case err != nil:
+		log.Warn("snapshot unavailable; rebuilding from the log", "err", err)
+	case !ok:
+		log.Info("no snapshot; rebuilding from the log")
+	case snap.Log != info.Identity:
+		log.Warn("snapshot is from another log; ignoring it", "snapshot_seq", snap.Seq)
+	case snap.Seq > info.LastSeq:
+		log.Warn("snapshot is ahead of the log; ignoring it", "snapshot_seq", snap.Seq, "log_last_seq", info.LastSeq)
+	case snap.Seq < info.FirstSeq-1 && info.FirstSeq > 1:
+		log.Warn("snapshot is older than the log's first entry; ignoring it", "snapshot_seq", snap.Seq)
+	default:
+		if seq, err := store.Restore(snap.Data); err != nil {
+			log.Warn("snapshot unreadable; rebuilding from the log", "err", err)
+		} else {
+			log.Info("restored snapshot", "seq", seq)
+		}
+	}
+}
+
+func snapshotLoop(ctx context.Context, log *slog.Logger, cc cache, store *projection.Store, logID string, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	var last uint64
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if seq := store.Seq(); seq > last {
+				if writeSnapshot(ctx, log, cc, store, logID) {
+					last = seq
+				}
+			}
+		}
+	}
+}
+
+func writeSnapshot(ctx context.Context, log *slog.Logger, cc cache, store *projection.Store, logID string) bool {
+	seq, data, err := store.Snapshot()
+	if err != nil || seq == 0 {
+		return false
+	}
+	sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if _, err := cc.StoreSnapshot(sctx, snapshotKey, cabildo.Snapshot{Seq: seq, Log: logID, Data: data}); err != nil {
+		log.Warn("snapshot not written", "err", err)
+		return false
+	}
+	return true
+}
+
+func printWelcome(w io.Writer, addr net.Addr, store *projection.Store, cfg config.Serve) {
+	host := "localhost"
+	if a, ok := addr.(*net.TCPAddr); ok && !a.IP.IsUnspecified() {
+		host = a.IP.String()
+	}
+	base := fmt.Sprintf("http://%s", net.JoinHostPort(host, fmt.Sprint(addr.(*net.TCPAddr).Port)))
+	fmt.Fprintf(w, "cabildo listening on %s\n", base)
+	fmt.Fprintf(w, "  home:     %s/\n", base)
+	fmt.Fprintf(w, "  events:   %s/v1/events\n", base)
+	store.Each(func(st *projection.EventState) {
+		id := st.Programme.Event.ID
+		fmt.Fprintf(w, "  schedule: %s/v1/events/%s/schedule?lang=en\n", base, id)
+		fmt.Fprintf(w, "  changes:  %s/v1/events/%s/changes?since=0\n", base, id)
+		fmt.Fprintf(w, "  organizer token: go run ./cmd/cabildo token create --event %s --role organizer --data-dir %s\n", id, cfg.DataDir)
+	})
+	fmt.Fprintf(w, "  contract: %s/openapi.yaml\n", base)
+}

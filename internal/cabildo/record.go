@@ -1,0 +1,86 @@
+package cabildo
+
+import "fmt"
+
+// RecordType names a domain event in the log of record.
+type RecordType string
+
+const (
+	RecordEventPut          RecordType = "event.put"
+	RecordRoomPut           RecordType = "room.put"
+	RecordTrackPut          RecordType = "track.put"
+	RecordSpeakerPut        RecordType = "speaker.put"
+	RecordSessionCreated    RecordType = "session.created"
+	RecordSessionUpdated    RecordType = "session.updated"
+	RecordSessionCancelled  RecordType = "session.cancelled"
+	RecordSessionReinstated RecordType = "session.reinstated"
+	RecordSessionDeleted    RecordType = "session.deleted"
+)
+
+// Record is one domain event: the unit appended to the log of record. Records carry the
+// whole new state of what they change, so applying one never depends on anything but the
+// state the log itself built; the projection derives typed changes by comparing.
+type Record struct {
+	Type  RecordType `json:"type"`
+	Event string     `json:"event"`
+	Actor string     `json:"actor,omitempty"`
+	// IdempotencyKey and RequestHash let every node remember a retried request long after
+	// the log's own de-duplication window has passed.
+	IdempotencyKey string `json:"idempotency_key,omitempty"`
+	RequestHash    string `json:"request_hash,omitempty"`
+
+	EventInfo *Event   `json:"event_info,omitempty"`
+	Room      *Room    `json:"room,omitempty"`
+	Track     *Track   `json:"track,omitempty"`
+	Speaker   *Speaker `json:"speaker,omitempty"`
+	Session   *Session `json:"session,omitempty"`
+	Reason    *Reason  `json:"reason,omitempty"`
+}
+
+// Subject is the record's aggregate within the log, relative to the log's prefix:
+// "<event>.session.<guid>", "<event>.room.<id>", ... Optimistic concurrency is per subject.
+func (r Record) Subject() string {
+	switch {
+	case r.EventInfo != nil:
+		return EventSubject(r.Event)
+	case r.Room != nil:
+		return fmt.Sprintf("%s.room.%s", r.Event, r.Room.ID)
+	case r.Track != nil:
+		return fmt.Sprintf("%s.track.%s", r.Event, r.Track.ID)
+	case r.Speaker != nil:
+		return fmt.Sprintf("%s.speaker.%s", r.Event, r.Speaker.ID)
+	case r.Session != nil:
+		return SessionSubject(r.Event, r.Session.GUID)
+	}
+	return r.Event + ".unknown"
+}
+
+// EventSubject is the subject of an event's own metadata.
+func EventSubject(event string) string { return event + ".event" }
+
+// SessionSubject is the subject of one session.
+func SessionSubject(event, guid string) string { return event + ".session." + guid }
+
+// Validate checks that the record is well formed enough to apply.
+func (r Record) Validate() error {
+	if !ValidSlug(r.Event) {
+		return fmt.Errorf("record %s: bad event id %q", r.Type, r.Event)
+	}
+	ok := false
+	switch r.Type {
+	case RecordEventPut:
+		ok = r.EventInfo != nil
+	case RecordRoomPut:
+		ok = r.Room != nil
+	case RecordTrackPut:
+		ok = r.Track != nil
+	case RecordSpeakerPut:
+		ok = r.Speaker != nil
+	case RecordSessionCreated, RecordSessionUpdated, RecordSessionCancelled, RecordSessionReinstated, RecordSessionDeleted:
+		ok = r.Session != nil
+	}
+	if !ok {
+		return fmt.Errorf("record %s: missing payload", r.Type)
+	}
+	return nil
+}

@@ -1,0 +1,173 @@
+// Package config is Cabildo's typed configuration: flags with environment fallbacks,
+// loaded once at start and validated before anything runs. Nothing else reads the
+// environment.
+package config
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// Serve configures `cabildo serve`.
+type Serve struct {
+	Addr       string // HTTP listen address
+	DataDir    string // embedded JetStream store and signing key
+	Demo       bool   // load the demo event when the log is empty
+	NATSURL    string // external NATS; empty runs NATS in-process
+	NATSListen string // with embedded NATS: also listen here for other nodes
+	RedisURL   string // external Redis cache; empty uses the in-process cache
+
+	SigningKey     string // hex; wins over SigningKeyFile
+	SigningKeyFile string // default <data-dir>/signing.key
+
+	StreamReplicas int           // JetStream replicas of the log stream
+	Dedupe         time.Duration // JetStream de-duplication window
+	SnapshotEvery  time.Duration // how often the projection snapshot is written to the cache
+	ShutdownGrace  time.Duration
+	LogLevel       string
+	LogFormat      string // text or json
+}
+
+// env names every flag's environment variable: CABILDO_ plus the flag in upper snake case.
+func env(name string) string {
+	return "CABILDO_" + strings.ToUpper(strings.ReplaceAll(name, "-", "_"))
+}
+
+// LoadServe parses flags, falling back to CABILDO_* environment variables for flags not
+// given, then validates.
+func LoadServe(args []string, getenv func(string) string, stderr io.Writer) (Serve, error) {
+	var c Serve
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&c.Addr, "addr", ":8080", "HTTP listen address")
+	fs.StringVar(&c.DataDir, "data-dir", "data", "directory for the embedded log and the signing key")
+	fs.BoolVar(&c.Demo, "demo", false, "load the demo event when the log is empty")
+	fs.StringVar(&c.NATSURL, "nats-url", "", "external NATS server URL (default: run NATS in-process)")
+	fs.StringVar(&c.NATSListen, "nats-listen", "", "with in-process NATS, also accept NATS clients on this host:port")
+	fs.StringVar(&c.RedisURL, "redis-url", "", "Redis URL for the shared cache (default: in-process cache)")
+	fs.StringVar(&c.SigningKey, "signing-key", "", "token signing key, hex (at least 32 bytes); prefer the environment")
+	fs.StringVar(&c.SigningKeyFile, "signing-key-file", "", "token signing key file (default <data-dir>/signing.key, created at first start)")
+	fs.IntVar(&c.StreamReplicas, "stream-replicas", 1, "replicas of the log stream (3 in a NATS cluster)")
+	fs.DurationVar(&c.Dedupe, "dedupe-window", 10*time.Minute, "window in which the log drops a repeated Idempotency-Key")
+	fs.DurationVar(&c.SnapshotEvery, "snapshot-every", 30*time.Second, "how often to write the projection snapshot to the cache")
+	fs.DurationVar(&c.ShutdownGrace, "shutdown-grace", 10*time.Second, "how long shutdown waits for in-flight work")
+	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&c.LogFormat, "log-format", "text", "text or json")
+	if err := parse(fs, args, getenv); err != nil {
+		return c, err
+	}
+	if c.SigningKeyFile == "" {
+		c.SigningKeyFile = filepath.Join(c.DataDir, "signing.key")
+	}
+	return c, c.validate()
+}
+
+func (c Serve) validate() error {
+	var errs []error
+	if _, _, err := net.SplitHostPort(c.Addr); err != nil {
+		errs = append(errs, fmt.Errorf("--addr %q: %w", c.Addr, err))
+	}
+	if c.DataDir == "" {
+		errs = append(errs, errors.New("--data-dir must not be empty"))
+	}
+	if c.NATSURL != "" {
+		if _, err := url.Parse(c.NATSURL); err != nil {
+			errs = append(errs, fmt.Errorf("--nats-url: %w", err))
+		}
+		if c.NATSListen != "" {
+			errs = append(errs, errors.New("--nats-listen only applies to in-process NATS, not with --nats-url"))
+		}
+	}
+	if c.RedisURL != "" {
+		if u, err := url.Parse(c.RedisURL); err != nil || (u.Scheme != "redis" && u.Scheme != "rediss") {
+			errs = append(errs, fmt.Errorf("--redis-url must be redis:// or rediss://"))
+		}
+	}
+	if c.StreamReplicas != 1 && c.StreamReplicas != 3 && c.StreamReplicas != 5 {
+		errs = append(errs, errors.New("--stream-replicas must be 1, 3 or 5"))
+	}
+	if c.Dedupe < time.Second {
+		errs = append(errs, errors.New("--dedupe-window must be at least 1s"))
+	}
+	if c.SnapshotEvery < time.Second {
+		errs = append(errs, errors.New("--snapshot-every must be at least 1s"))
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		errs = append(errs, fmt.Errorf("--log-level %q: want debug, info, warn or error", c.LogLevel))
+	}
+	if c.LogFormat != "text" && c.LogFormat != "json" {
+		errs = append(errs, fmt.Errorf("--log-format %q: want text or json", c.LogFormat))
+	}
+	return errors.Join(errs...)
+}
+
+// Token configures `cabildo token create`.
+type Token struct {
+	Event          string
+	Role           string
+	Subject        string
+	TTL            time.Duration
+	DataDir        string
+	SigningKey     string
+	SigningKeyFile string
+}
+
+// LoadToken parses `cabildo token create` flags.
+func LoadToken(args []string, getenv func(string) string, stderr io.Writer) (Token, error) {
+	var c Token
+	fs := flag.NewFlagSet("token create", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&c.Event, "event", "", "event id the token is for (required)")
+	fs.StringVar(&c.Role, "role", "organizer", "organizer or moderator")
+	fs.StringVar(&c.Subject, "subject", "cli", "who the token is for, recorded with every change they make")
+	fs.DurationVar(&c.TTL, "ttl", 72*time.Hour, "how long the token is valid")
+	fs.StringVar(&c.DataDir, "data-dir", "data", "data directory of the server (holds the signing key)")
+	fs.StringVar(&c.SigningKey, "signing-key", "", "token signing key, hex")
+	fs.StringVar(&c.SigningKeyFile, "signing-key-file", "", "signing key file (default <data-dir>/signing.key)")
+	if err := parse(fs, args, getenv); err != nil {
+		return c, err
+	}
+	if c.SigningKeyFile == "" {
+		c.SigningKeyFile = filepath.Join(c.DataDir, "signing.key")
+	}
+	var errs []error
+	if c.Event == "" {
+		errs = append(errs, errors.New("--event is required"))
+	}
+	if c.TTL <= 0 || c.TTL > 90*24*time.Hour {
+		errs = append(errs, errors.New("--ttl must be between 1s and 90 days"))
+	}
+	return c, errors.Join(errs...)
+}
+
+func parse(fs *flag.FlagSet, args []string, getenv func(string) string) error {
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments: %v", fs.Args())
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	var errs []error
+	fs.VisitAll(func(f *flag.Flag) {
+		if set[f.Name] {
+			return
+		}
+		if v := getenv(env(f.Name)); v != "" {
+			if err := f.Value.Set(v); err != nil {
+				errs = append(errs, fmt.Errorf("%s=%q: %w", env(f.Name), v, err))
+			}
+		}
+	})
+	return errors.Join(errs...)
+}

@@ -1,0 +1,403 @@
+package httpapi
+
+import (
+	"encoding/json"
+	"fmt"
+	"hash/fnv"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gofiber/fiber/v2"
+
+	"github.com/cabildo/cabildo/internal/cabildo"
+	"github.com/cabildo/cabildo/internal/projection"
+	"github.com/cabildo/cabildo/internal/schedule"
+)
+
+// pickLang chooses the response language: ?lang= when given (and valid), else the first
+// of es/en the Accept-Language header prefers, else Spanish, the reference event's first
+// language.
+func pickLang(c *fiber.Ctx) (cabildo.Lang, error) {
+	if q := c.Query("lang"); q != "" {
+		l, ok := cabildo.ParseLang(q)
+		if !ok || len(q) > 8 {
+			return "", &cabildo.Error{Code: cabildo.CodeInvalidRequest, Message: "lang must be es or en",
+				Fields: []cabildo.FieldError{{Field: "lang", Code: "invalid_enum", Message: "must be es or en"}}}
+		}
+		return l, nil
+	}
+	best, bestQ := cabildo.ES, -1.0
+	for _, part := range strings.Split(c.Get(fiber.HeaderAcceptLanguage), ",") {
+		tag, params, _ := strings.Cut(strings.TrimSpace(part), ";")
+		l, ok := cabildo.ParseLang(tag)
+		if !ok {
+			continue
+		}
+		q := 1.0
+		if v, found := strings.CutPrefix(strings.TrimSpace(params), "q="); found {
+			if f, err := strconv.ParseFloat(v, 64); err == nil {
+				q = f
+			}
+		}
+		if q > bestQ && q > 0 {
+			best, bestQ = l, q
+		}
+	}
+	return best, nil
+}
+
+// validators are what a conditional GET compares.
+type validators struct {
+	etag     string
+	modified time.Time
+}
+
+// notModified sets the caching headers and reports whether the client's copy is current:
+// If-None-Match wins over If-Modified-Since, as RFC 9110 says.
+func notModified(c *fiber.Ctx, v validators, lang cabildo.Lang) bool {
+	c.Set(fiber.HeaderETag, v.etag)
+	if !v.modified.IsZero() {
+		c.Set(fiber.HeaderLastModified, v.modified.UTC().Format(http.TimeFormat))
+	}
+	c.Set(fiber.HeaderCacheControl, "public, max-age=0, must-revalidate")
+	c.Set(fiber.HeaderVary, "Accept-Language")
+	c.Set(fiber.HeaderContentLanguage, string(lang))
+	if inm := c.Get(fiber.HeaderIfNoneMatch); inm != "" {
+		for _, tag := range strings.Split(inm, ",") {
+			tag = strings.TrimPrefix(strings.TrimSpace(tag), "W/")
+			if tag == "*" || tag == v.etag {
+				return true
+			}
+		}
+		return false
+	}
+	if ims := c.Get(fiber.HeaderIfModifiedSince); ims != "" && !v.modified.IsZero() {
+		if t, err := http.ParseTime(ims); err == nil && !v.modified.Truncate(time.Second).After(t) {
+			return true
+		}
+	}
+	return false
+}
+
+func etag(version uint64, lang cabildo.Lang, variant string) string {
+	if variant == "" {
+		return fmt.Sprintf(`"%d-%s"`, version, lang)
+	}
+	h := fnv.New64a()
+	h.Write([]byte(variant))
+	return fmt.Sprintf(`"%d-%s-%x"`, version, lang, h.Sum64())
+}
+
+func notFoundEvent(event string) error {
+	return cabildo.Errorf(cabildo.CodeNotFound, "event %q does not exist", event)
+}
+
+// readEvent runs a public read of one event: validators first (a 304 renders nothing),
+// then the body, rendered under the projection's read lock and encoded outside it.
+func (s *Server) readEvent(c *fiber.Ctx, variant string, read func(l localizer) (validators, func() any, error)) error {
+	lang, err := pickLang(c)
+	if err != nil {
+		return err
+	}
+	event := c.Params("event")
+	var (
+		v         validators
+		body      any
+		readErr   error
+		unchanged bool
+	)
+	found := s.opts.Store.Read(event, func(st *projection.EventState) {
+		l := newLocalizer(st, lang)
+		var render func() any
+		v, render, readErr = read(l)
+		if readErr != nil {
+			return
+		}
+		if v.etag == "" {
+			v.etag = etag(st.Version, lang, variant)
+		}
+		if unchanged = notModified(c, v, lang); !unchanged {
+			body = render()
+		}
+	})
+	switch {
+	case !found:
+		return notFoundEvent(event)
+	case readErr != nil:
+		return readErr
+	case unchanged:
+		return c.SendStatus(fiber.StatusNotModified)
+	}
+	return writeJSON(c, fiber.StatusOK, fiber.MIMEApplicationJSON, body)
+}
+
+func eventValidators(st *projection.EventState) validators {
+	return validators{modified: st.Updated}
+}
+
+func (s *Server) listEvents(c *fiber.Ctx) error {
+	lang, err := pickLang(c)
+	if err != nil {
+		return err
+	}
+	var (
+		list     []pubEventSummary
+		modified time.Time
+	)
+	seq := s.opts.Store.Each(func(st *projection.EventState) {
+		list = append(list, summary(st, lang))
+		if st.Updated.After(modified) {
+			modified = st.Updated
+		}
+	})
+	slices.SortFunc(list, func(a, b pubEventSummary) int { return strings.Compare(a.ID, b.ID) })
+	if list == nil {
+		list = []pubEventSummary{}
+	}
+	if notModified(c, validators{etag: etag(seq, lang, ""), modified: modified}, lang) {
+		return c.SendStatus(fiber.StatusNotModified)
+	}
+	return writeJSON(c, fiber.StatusOK, fiber.MIMEApplicationJSON, fiber.Map{"events": list, "version": seq})
+}
+
+func (s *Server) getEvent(c *fiber.Ctx) error {
+	return s.readEvent(c, "event", func(l localizer) (validators, func() any, error) {
+		return eventValidators(l.st), func() any { return l.event() }, nil
+	})
+}
+
+func (s *Server) getSchedule(c *fiber.Ctx) error {
+	lang, err := pickLang(c)
+	if err != nil {
+		return err
+	}
+	event := c.Params("event")
+	var (
+		v       validators
+		version uint64
+		found   bool
+	)
+	found = s.opts.Store.Read(event, func(st *projection.EventState) {
+		v, version = validators{etag: etag(st.Version, lang, "schedule"), modified: st.Updated}, st.Version
+	})
+	if !found {
+		return notFoundEvent(event)
+	}
+	if notModified(c, v, lang) {
+		return c.SendStatus(fiber.StatusNotModified)
+	}
+	// The whole programme of one version renders once per language; every node can
+	// serve what any node rendered.
+	key := fmt.Sprintf("schedule:%s:%d:%s", event, version, lang)
+	ctx := c.UserContext()
+	if b, ok, err := s.opts.Cache.GetRendered(ctx, key); err == nil && ok {
+		c.Set(fiber.HeaderContentType, fiber.MIMEApplicationJSON)
+		return c.Send(b)
+	}
+	var body []byte
+	s.opts.Store.Read(event, func(st *projection.EventState) {
+		if st.Version != version {
+			return // changed in between: render below without caching
+		}
+		body, err = json.Marshal(renderSchedule(newLocalizer(st, lang)))
+	})
+	if err != nil {
+		return err
+	}
+	if body != nil {
+		if perr := s.opts.Cache.PutRendered(ctx, key, body, time.Hour); perr != nil {
+			s.log.Debug("render cache put failed", "err", perr)
+		}
+		c.Set(fiber.HeaderContentType, fiber.MIMEApplicationJSON)
+		return c.Send(body)
+	}
+	return s.readEvent(c, "schedule", func(l localizer) (validators, func() any, error) {
+		return eventValidators(l.st), func() any { return renderSchedule(l) }, nil
+	})
+}
+
+func renderSchedule(l localizer) any {
+	p := l.st.Programme
+	rooms := make([]pubRoom, 0, len(p.Rooms))
+	for _, r := range sortedValues(p.Rooms) {
+		rooms = append(rooms, l.room(r))
+	}
+	tracks := make([]pubTrack, 0, len(p.Tracks))
+	for _, t := range sortedValues(p.Tracks) {
+		tracks = append(tracks, l.track(t))
+	}
+	speakers := make([]pubSpeaker, 0, len(p.Speakers))
+	for _, sp := range sortedValues(p.Speakers) {
+		speakers = append(speakers, l.speaker(sp))
+	}
+	sessions := make([]pubSession, 0, len(p.Sessions))
+	for _, ss := range p.SortedSessions() {
+		sessions = append(sessions, l.session(ss))
+	}
+	return fiber.Map{"event": l.event(), "version": l.st.Version, "lang": l.lang, "rooms": rooms,
+		"tracks": tracks, "speakers": speakers, "sessions": sessions}
+}
+
+// sessionFilter is the query of GET /sessions.
+type sessionFilter struct {
+	day, room, track string
+	kind             cabildo.SessionKind
+	language         cabildo.Lang
+	status           cabildo.Status
+}
+
+func parseSessionFilter(c *fiber.Ctx) (sessionFilter, error) {
+	var f cabildo.Fields
+	sf := sessionFilter{day: c.Query("day"), room: c.Query("room"), track: c.Query("track"),
+		kind: cabildo.SessionKind(c.Query("kind")), status: cabildo.Status(c.Query("status"))}
+	if sf.day != "" {
+		if _, err := time.Parse(time.DateOnly, sf.day); err != nil {
+			f.Add("day", "invalid_date", "day must be a date such as 2027-04-14")
+		}
+	}
+	if sf.kind != "" && !slices.Contains(cabildo.SessionKinds, sf.kind) {
+		f.Add("kind", "invalid_enum", "kind must be one of the documented session kinds")
+	}
+	if q := c.Query("language"); q != "" {
+		l, ok := cabildo.ParseLang(q)
+		if !ok {
+			f.Add("language", "invalid_enum", "language must be es or en")
+		}
+		sf.language = l
+	}
+	if sf.status != "" && sf.status != cabildo.StatusScheduled && sf.status != cabildo.StatusCancelled {
+		f.Add("status", "invalid_enum", "status must be scheduled or cancelled")
+	}
+	if err := f.Err(); err != nil {
+		e := err.(*cabildo.Error)
+		e.Code = cabildo.CodeInvalidRequest
+		return sf, e
+	}
+	return sf, nil
+}
+
+func (sf sessionFilter) match(p *cabildo.Programme, s cabildo.Session) bool {
+	return (sf.day == "" || p.Day(s) == sf.day) && (sf.room == "" || s.Room == sf.room) &&
+		(sf.track == "" || s.Track == sf.track) && (sf.kind == "" || s.Kind == sf.kind) &&
+		(sf.language == "" || s.Speaks(sf.language)) && (sf.status == "" || s.Status == sf.status)
+}
+
+func (s *Server) listSessions(c *fiber.Ctx) error {
+	sf, err := parseSessionFilter(c)
+	if err != nil {
+		return err
+	}
+	variant := "sessions?" + string(c.Request().URI().QueryString())
+	return s.readEvent(c, variant, func(l localizer) (validators, func() any, error) {
+		return eventValidators(l.st), func() any {
+			out := []pubSession{}
+			for _, ss := range l.st.Programme.SortedSessions() {
+				if sf.match(l.st.Programme, ss) {
+					out = append(out, l.session(ss))
+				}
+			}
+			return fiber.Map{"event": l.st.Programme.Event.ID, "version": l.st.Version, "lang": l.lang, "sessions": out}
+		}, nil
+	})
+}
+
+func (s *Server) getSession(c *fiber.Ctx) error {
+	ref := c.Params("session")
+	return s.readEvent(c, "", func(l localizer) (validators, func() any, error) {
+		ss, meta, err := schedule.FindSession(l.st, ref)
+		if err != nil {
+			return validators{}, nil, err
+		}
+		return validators{etag: etag(meta.Version, l.lang, ""), modified: meta.Updated},
+			func() any { return l.session(ss) }, nil
+	})
+}
+
+func (s *Server) listRooms(c *fiber.Ctx) error {
+	return s.readEvent(c, "rooms", func(l localizer) (validators, func() any, error) {
+		return eventValidators(l.st), func() any {
+			out := []pubRoom{}
+			for _, r := range sortedValues(l.st.Programme.Rooms) {
+				out = append(out, l.room(r))
+			}
+			return fiber.Map{"event": l.st.Programme.Event.ID, "version": l.st.Version, "lang": l.lang, "rooms": out}
+		}, nil
+	})
+}
+
+func (s *Server) getRoom(c *fiber.Ctx) error {
+	id := c.Params("room")
+	return s.readEvent(c, "", func(l localizer) (validators, func() any, error) {
+		r, ok := l.st.Programme.Rooms[id]
+		if !ok {
+			return validators{}, nil, cabildo.Errorf(cabildo.CodeNotFound, "room %q does not exist in this event", id)
+		}
+		m := l.st.Rooms[id]
+		return validators{etag: etag(m.Version, l.lang, "room"), modified: m.Updated}, func() any { return l.room(r) }, nil
+	})
+}
+
+func (s *Server) listTracks(c *fiber.Ctx) error {
+	return s.readEvent(c, "tracks", func(l localizer) (validators, func() any, error) {
+		return eventValidators(l.st), func() any {
+			out := []pubTrack{}
+			for _, t := range sortedValues(l.st.Programme.Tracks) {
+				out = append(out, l.track(t))
+			}
+			return fiber.Map{"event": l.st.Programme.Event.ID, "version": l.st.Version, "lang": l.lang, "tracks": out}
+		}, nil
+	})
+}
+
+func (s *Server) listSpeakers(c *fiber.Ctx) error {
+	return s.readEvent(c, "speakers", func(l localizer) (validators, func() any, error) {
+		return eventValidators(l.st), func() any {
+			out := []pubSpeaker{}
+			for _, sp := range sortedValues(l.st.Programme.Speakers) {
+				out = append(out, l.speaker(sp))
+			}
+			return fiber.Map{"event": l.st.Programme.Event.ID, "version": l.st.Version, "lang": l.lang, "speakers": out}
+		}, nil
+	})
+}
+
+func (s *Server) getSpeaker(c *fiber.Ctx) error {
+	id := c.Params("speaker")
+	return s.readEvent(c, "", func(l localizer) (validators, func() any, error) {
+		sp, ok := l.st.Programme.Speakers[id]
+		if !ok {
+			return validators{}, nil, cabildo.Errorf(cabildo.CodeNotFound, "speaker %q does not exist in this event", id)
+		}
+		m := l.st.Speakers[id]
+		return validators{etag: etag(m.Version, l.lang, "speaker"), modified: m.Updated}, func() any { return l.speaker(sp) }, nil
+	})
+}
+
+func (s *Server) listChanges(c *fiber.Ctx) error {
+	raw := c.Query("since")
+	since, err := strconv.ParseUint(raw, 10, 64)
+	if err != nil {
+		return &cabildo.Error{Code: cabildo.CodeInvalidRequest, Message: "since must be a version: a whole number ≥ 0",
+			Fields: []cabildo.FieldError{{Field: "since", Code: "invalid_version", Message: "must be a whole number ≥ 0"}}}
+	}
+	// A client may have seen a version from another node that this one has not applied
+	// yet: give the projection a moment before calling the version unknown.
+	s.waitForVersion(c, since)
+	return s.readEvent(c, "changes:"+raw, func(l localizer) (validators, func() any, error) {
+		changes, err := l.st.ChangesSince(since)
+		if err != nil {
+			return validators{}, nil, err
+		}
+		return eventValidators(l.st), func() any {
+			out := make([]pubChange, 0, len(changes))
+			for _, ch := range changes {
+				out = append(out, l.change(ch))
+			}
+			return fiber.Map{"event": l.st.Programme.Event.ID, "since": since, "version": l.st.Version,
+				"lang": l.lang, "changes": out}
+		}, nil
+	})
+}

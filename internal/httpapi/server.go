@@ -1,0 +1,145 @@
+// Package httpapi is Cabildo's HTTP surface and the only package that imports Fiber: the
+// public and organizer REST API, operations endpoints, and (later) the websocket upgrade
+// and the embedded consoles. Handlers translate HTTP to use cases and projection reads;
+// errors become RFC 9457 problem details in exactly one place (problem.go).
+package httpapi
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"time"
+
+	"github.com/gofiber/fiber/v2"
+	"github.com/gofiber/fiber/v2/middleware/recover"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/cabildo/cabildo/internal/projection"
+	"github.com/cabildo/cabildo/internal/schedule"
+	"github.com/cabildo/cabildo/internal/token"
+)
+
+// RenderCache keeps rendered responses keyed by version, so a node renders each version of
+// a schedule once; any node may read what another rendered.
+type RenderCache interface {
+	GetRendered(ctx context.Context, key string) ([]byte, bool, error)
+	PutRendered(ctx context.Context, key string, b []byte, ttl time.Duration) error
+}
+
+// Verifier checks bearer tokens.
+type Verifier interface {
+	Verify(tok string) (token.Claims, error)
+}
+
+// Readiness reports whether the node should receive traffic, with detail per dependency.
+type Readiness func(ctx context.Context) (ready bool, checks map[string]string)
+
+// Options are what the HTTP layer needs from the rest of the node.
+type Options struct {
+	Logger    *slog.Logger
+	Store     *projection.Store
+	Schedule  *schedule.Service
+	Tokens    Verifier
+	Cache     RenderCache
+	Ready     Readiness
+	Registry  *prometheus.Registry
+	OpenAPI   []byte
+	BodyLimit int // bytes; default 256 KiB
+	// WriteTimeout bounds a write use case (append + catch-up); default 10 s.
+	WriteTimeout time.Duration
+}
+
+// Server is the Fiber application with its handlers.
+type Server struct {
+	opts Options
+	log  *slog.Logger
+	app  *fiber.App
+	m    *metrics
+}
+
+// New builds the application and its routes.
+func New(opts Options) *Server {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.BodyLimit == 0 {
+		opts.BodyLimit = 256 << 10
+	}
+	if opts.WriteTimeout == 0 {
+		opts.WriteTimeout = 10 * time.Second
+	}
+	if opts.Registry == nil {
+		opts.Registry = prometheus.NewRegistry()
+	}
+	s := &Server{opts: opts, log: opts.Logger, m: newMetrics(opts.Registry, opts.Store)}
+	s.app = fiber.New(fiber.Config{
+		AppName:               "cabildo",
+		BodyLimit:             opts.BodyLimit,
+		DisableStartupMessage: true,
+		ErrorHandler:          s.errorHandler,
+		ReadTimeout:           30 * time.Second,
+		WriteTimeout:          30 * time.Second,
+		IdleTimeout:           120 * time.Second,
+		ReadBufferSize:        16 << 10,
+		JSONEncoder:           json.Marshal,
+		JSONDecoder:           json.Unmarshal,
+	})
+	s.app.Use(recover.New())
+	s.app.Use(s.observe)
+	s.routes()
+	return s
+}
+
+func (s *Server) routes() {
+	a := s.app
+	a.Get("/", s.index)
+	a.Get("/livez", s.livez)
+	a.Get("/readyz", s.readyz)
+	a.Get("/metrics", s.metrics)
+	a.Get("/openapi.yaml", s.openapi)
+
+	v1 := a.Group("/v1")
+	v1.Get("/events", s.listEvents)
+	v1.Get("/events/:event", s.getEvent)
+	v1.Get("/events/:event/schedule", s.getSchedule)
+	v1.Get("/events/:event/sessions", s.listSessions)
+	v1.Get("/events/:event/sessions/:session", s.getSession)
+	v1.Get("/events/:event/rooms", s.listRooms)
+	v1.Get("/events/:event/rooms/:room", s.getRoom)
+	v1.Get("/events/:event/tracks", s.listTracks)
+	v1.Get("/events/:event/speakers", s.listSpeakers)
+	v1.Get("/events/:event/speakers/:speaker", s.getSpeaker)
+	v1.Get("/events/:event/changes", s.listChanges)
+
+	org := v1.Group("/events/:event", s.requireRole(token.Organizer))
+	org.Put("", s.putEvent)
+	org.Put("/rooms/:room", s.putRoom)
+	org.Put("/tracks/:track", s.putTrack)
+	org.Put("/speakers/:speaker", s.putSpeaker)
+	org.Post("/sessions", s.createSession)
+	org.Patch("/sessions/:session", s.patchSession)
+	org.Delete("/sessions/:session", s.deleteSession)
+	org.Post("/sessions/:session/cancel", s.cancelSession)
+	org.Post("/sessions/:session/reinstate", s.reinstateSession)
+
+	a.Use(func(c *fiber.Ctx) error { return fiber.ErrNotFound })
+}
+
+// Handler returns the Fiber app, for tests and for Listen.
+func (s *Server) App() *fiber.App { return s.app }
+
+// Listen serves on addr until Shutdown.
+func (s *Server) Listen(addr string) error { return s.app.Listen(addr) }
+
+// Shutdown stops accepting connections and waits for in-flight requests until ctx ends.
+func (s *Server) Shutdown(ctx context.Context) error { return s.app.ShutdownWithContext(ctx) }
+
+func writeJSON(c *fiber.Ctx, status int, contentType string, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	c.Status(status)
+	c.Set(fiber.HeaderContentType, contentType)
+	return c.Send(b)
+}

@@ -1,0 +1,195 @@
+// Package natslog adapts NATS JetStream as Cabildo's log of record: appending domain records
+// with optimistic concurrency and de-duplication, reading them back in order, and running
+// the embedded NATS server of the default single-process mode.
+package natslog
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/cabildo/cabildo/internal/cabildo"
+)
+
+// Config describes the stream that holds the log.
+type Config struct {
+	Stream   string        // stream name, default "CABILDO"
+	Prefix   string        // subject prefix, default "cabildo"
+	Replicas int           // 1 embedded, 3 in a cluster
+	Dedupe   time.Duration // window in which JetStream drops a repeated message id, default 10m
+}
+
+func (c *Config) defaults() {
+	if c.Stream == "" {
+		c.Stream = "CABILDO"
+	}
+	if c.Prefix == "" {
+		c.Prefix = "cabildo"
+	}
+	if c.Replicas == 0 {
+		c.Replicas = 1
+	}
+	if c.Dedupe == 0 {
+		c.Dedupe = 10 * time.Minute
+	}
+}
+
+// Log is the log of record on one JetStream stream.
+type Log struct {
+	js     jetstream.JetStream
+	stream jetstream.Stream
+	cfg    Config
+}
+
+// Open creates the stream when it does not exist and updates the settings it may change.
+func Open(ctx context.Context, nc *nats.Conn, cfg Config) (*Log, error) {
+	cfg.defaults()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("natslog: %w", err)
+	}
+	sc := jetstream.StreamConfig{
+		Name:        cfg.Stream,
+		Description: "Cabildo log of record",
+		Subjects:    []string{cfg.Prefix + ".>"},
+		Storage:     jetstream.FileStorage,
+		Retention:   jetstream.LimitsPolicy,
+		Replicas:    cfg.Replicas,
+		Duplicates:  cfg.Dedupe,
+		MaxMsgSize:  1 << 20,
+		Discard:     jetstream.DiscardNew,
+		DenyDelete:  true,
+		DenyPurge:   true,
+		AllowDirect: true,
+	}
+	st, err := js.CreateOrUpdateStream(ctx, sc)
+	if err != nil {
+		return nil, unavailable(fmt.Errorf("natslog: create stream %s: %w", cfg.Stream, err))
+	}
+	return &Log{js: js, stream: st, cfg: cfg}, nil
+}
+
+// Append stores data under the subject (relative to the prefix) and returns its sequence
+// once JetStream has stored it. expect, when not nil, is the sequence the subject's last
+// message must have (0: the subject must be empty); a mismatch is a version conflict.
+// msgID, when not empty, de-duplicates retries: a repeat returns the first sequence and
+// duplicate=true.
+func (l *Log) Append(ctx context.Context, subject string, data []byte, expect *uint64, msgID string) (seq uint64, duplicate bool, err error) {
+	var opts []jetstream.PublishOpt
+	if expect != nil {
+		opts = append(opts, jetstream.WithExpectLastSequencePerSubject(*expect))
+	}
+	if msgID != "" {
+		opts = append(opts, jetstream.WithMsgID(msgID))
+	}
+	full := l.cfg.Prefix + "." + subject
+	ack, err := l.js.Publish(ctx, full, data, opts...)
+	if err != nil {
+		var apiErr *jetstream.APIError
+		if errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+			apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant) {
+			return 0, false, &cabildo.Error{Code: cabildo.CodeVersionConflict,
+				Message: "someone else changed this first; reload and retry", Err: err}
+		}
+		if errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamMessageExceedsMaximum {
+			return 0, false, &cabildo.Error{Code: cabildo.CodePayloadTooLarge, Message: "record too large", Err: err}
+		}
+		return 0, false, unavailable(fmt.Errorf("natslog: append %s: %w", full, err))
+	}
+	return ack.Sequence, ack.Duplicate, nil
+}
+
+// Info is the log's position and identity.
+type Info struct {
+	LastSeq  uint64
+	FirstSeq uint64
+	// Identity changes when the stream is recreated (say, restored from a backup), which
+	// makes every snapshot and client version from before meaningless.
+	Identity string
+}
+
+// Info reads the stream's current state.
+func (l *Log) Info(ctx context.Context) (Info, error) {
+	si, err := l.stream.Info(ctx)
+	if err != nil {
+		return Info{}, unavailable(fmt.Errorf("natslog: stream info: %w", err))
+	}
+	return Info{LastSeq: si.State.LastSeq, FirstSeq: si.State.FirstSeq,
+		Identity: strconv.FormatInt(si.Created.UnixNano(), 36)}, nil
+}
+
+// Entry is one stored record as read back from the log.
+type Entry struct {
+	Seq     uint64
+	Subject string // relative to the prefix
+	Time    time.Time
+	Data    []byte
+}
+
+// Consume calls fn for every entry after the sequence from, in order, until ctx is done or
+// fn returns an error. It survives NATS reconnects: the ordered consumer resumes after the
+// last entry it delivered.
+func (l *Log) Consume(ctx context.Context, from uint64, fn func(Entry) error) error {
+	cfg := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy}
+	if from > 0 {
+		cfg.DeliverPolicy = jetstream.DeliverByStartSequencePolicy
+		cfg.OptStartSeq = from + 1
+	}
+	var (
+		cons jetstream.Consumer
+		err  error
+	)
+	for {
+		cons, err = l.js.OrderedConsumer(ctx, l.cfg.Stream, cfg)
+		if err == nil {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+	it, err := cons.Messages()
+	if err != nil {
+		return fmt.Errorf("natslog: consume: %w", err)
+	}
+	stop := context.AfterFunc(ctx, it.Stop)
+	defer stop()
+	defer it.Stop()
+	prefix := len(l.cfg.Prefix) + 1
+	for {
+		msg, err := it.Next()
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+				return ctx.Err()
+			}
+			return fmt.Errorf("natslog: consume: %w", err)
+		}
+		md, err := msg.Metadata()
+		if err != nil {
+			return fmt.Errorf("natslog: consume metadata: %w", err)
+		}
+		subj := msg.Subject()
+		if len(subj) > prefix {
+			subj = subj[prefix:]
+		}
+		if err := fn(Entry{Seq: md.Sequence.Stream, Subject: subj, Time: md.Timestamp, Data: msg.Data()}); err != nil {
+			return err
+		}
+	}
+}
+
+func unavailable(err error) error {
+	return &cabildo.Error{Code: cabildo.CodeUnavailable,
+		Message:    "the log of record cannot take this request right now; retry shortly",
+		RetryAfter: 2 * time.Second, Err: err}
+}

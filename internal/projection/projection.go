@@ -1,0 +1,279 @@
+// Package projection builds the in-memory state of every event from the log of record.
+// Every node runs one; the node that handled a write applies it only when it comes back
+// from the log, like every other node, so all nodes agree on order. Reads and the use
+// cases' validation go through it; only the log changes it.
+package projection
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/cabildo/cabildo/internal/cabildo"
+)
+
+// Applied tells listeners what one log entry changed.
+type Applied struct {
+	Seq     uint64
+	Event   string
+	Record  cabildo.Record
+	Changes []cabildo.Change
+}
+
+// Options configure a Store.
+type Options struct {
+	// MaxChanges bounds the change history kept per event; clients asking for changes
+	// older than what is kept are told to reload. Default 100,000.
+	MaxChanges int
+	Logger     *slog.Logger
+	// OnApply, when set, is called after each entry is applied, in log order, outside
+	// the store's lock. It must not block for long: it runs on the consuming goroutine.
+	OnApply func(Applied)
+}
+
+// Store is the projection of the whole log.
+type Store struct {
+	opts Options
+	log  *slog.Logger
+
+	mu       sync.RWMutex
+	seq      uint64 // last applied log sequence
+	events   map[string]*EventState
+	subjects map[string]uint64 // last sequence per subject
+	idem     map[string]Idempotent
+	advanced chan struct{} // closed and replaced whenever seq moves
+}
+
+// EventState is one event as projected: its programme plus what the log adds (versions,
+// times, change history). It is only valid inside a Read callback.
+type EventState struct {
+	Programme *cabildo.Programme
+	// Version is the sequence of the last entry that changed this event: the version of
+	// its schedule. Updated is that entry's time.
+	Version uint64
+	Updated time.Time
+	// EventVersion is the sequence of the event's own last description (event.put).
+	EventVersion uint64
+	// Sessions holds each session's own version and last change time.
+	Sessions map[string]Meta
+	Rooms    map[string]Meta
+	Tracks   map[string]Meta
+	Speakers map[string]Meta
+	// ByID maps every session id ever given to its guid; removed sessions stay here so
+	// their ids resolve to "gone", never to something else.
+	ByID map[int64]string
+	// Changes is the retained change history, oldest first; every change after Horizon is
+	// in it.
+	Changes []cabildo.Change
+	Horizon uint64
+}
+
+// Meta is the version and time of an entity's last change.
+type Meta struct {
+	Version uint64    `json:"version"`
+	Updated time.Time `json:"updated"`
+}
+
+// Idempotent remembers a write made with an Idempotency-Key.
+type Idempotent struct {
+	Seq         uint64 `json:"seq"`
+	RequestHash string `json:"hash"`
+	Subject     string `json:"subject"`
+}
+
+// New returns an empty store.
+func New(opts Options) *Store {
+	if opts.MaxChanges <= 0 {
+		opts.MaxChanges = 100_000
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Store{opts: opts, log: opts.Logger, events: map[string]*EventState{},
+		subjects: map[string]uint64{}, idem: map[string]Idempotent{}, advanced: make(chan struct{})}
+}
+
+// Seq returns the last applied log sequence.
+func (s *Store) Seq() uint64 {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.seq
+}
+
+// WaitFor blocks until the store has applied seq, or ctx ends.
+func (s *Store) WaitFor(ctx context.Context, seq uint64) error {
+	for {
+		s.mu.RLock()
+		done, ch := s.seq >= seq, s.advanced
+		s.mu.RUnlock()
+		if done {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return &cabildo.Error{Code: cabildo.CodeTimeout,
+				Message: "the write is stored but this node has not caught up yet", Err: ctx.Err()}
+		}
+	}
+}
+
+// Read calls fn with the state of one event under the read lock; fn must not keep it.
+// It reports whether the event exists.
+func (s *Store) Read(event string, fn func(*EventState)) bool {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	st, ok := s.events[event]
+	if ok {
+		fn(st)
+	}
+	return ok
+}
+
+// Each calls fn for every event under the read lock, in no particular order.
+func (s *Store) Each(fn func(*EventState)) (seq uint64) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	for _, st := range s.events {
+		fn(st)
+	}
+	return s.seq
+}
+
+// SubjectSeq returns the sequence of the last entry on a subject, 0 when there is none.
+func (s *Store) SubjectSeq(subject string) uint64 {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.subjects[subject]
+}
+
+// Idempotent returns what a write with this key in this event did, if one was applied.
+func (s *Store) Idempotent(event, key string) (Idempotent, bool) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	r, ok := s.idem[event+"\x00"+key]
+	return r, ok
+}
+
+// Apply applies one log entry. Entries must come in log order; one at or below the
+// current sequence is ignored, so replays after a reconnect are harmless. A record that
+// cannot be decoded or does not apply is logged and skipped: the log is the truth, and
+// one bad entry must not stop a node.
+func (s *Store) Apply(seq uint64, subject string, at time.Time, data []byte) {
+	var rec cabildo.Record
+	err := json.Unmarshal(data, &rec)
+	if err == nil {
+		err = rec.Validate()
+	}
+	s.mu.Lock()
+	if seq <= s.seq {
+		s.mu.Unlock()
+		return
+	}
+	var changes []cabildo.Change
+	if err == nil {
+		changes, err = s.apply(seq, subject, at, rec)
+	}
+	s.seq = seq
+	close(s.advanced)
+	s.advanced = make(chan struct{})
+	s.mu.Unlock()
+	if err != nil {
+		s.log.Warn("projection: skipped log entry", "seq", seq, "subject", subject, "err", err)
+		return
+	}
+	if s.opts.OnApply != nil {
+		s.opts.OnApply(Applied{Seq: seq, Event: rec.Event, Record: rec, Changes: changes})
+	}
+}
+
+func (s *Store) apply(seq uint64, subject string, at time.Time, rec cabildo.Record) ([]cabildo.Change, error) {
+	at = at.UTC()
+	st, ok := s.events[rec.Event]
+	if !ok && rec.Type != cabildo.RecordEventPut {
+		return nil, fmt.Errorf("event %q does not exist", rec.Event)
+	}
+	meta := Meta{Version: seq, Updated: at}
+	var changes []cabildo.Change
+	entity := func(kind, id string) {
+		changes = append(changes, cabildo.Change{Type: cabildo.ChangeType(kind + "_updated"),
+			Entity: &cabildo.EntityRef{Kind: kind, ID: id}, Reason: rec.Reason})
+	}
+	switch rec.Type {
+	case cabildo.RecordEventPut:
+		if !ok {
+			st = &EventState{Programme: cabildo.NewProgramme(*rec.EventInfo), Sessions: map[string]Meta{},
+				Rooms: map[string]Meta{}, Tracks: map[string]Meta{}, Speakers: map[string]Meta{},
+				ByID: map[int64]string{}, Horizon: seq - 1}
+			s.events[rec.Event] = st
+		} else {
+			st.Programme.Event = *rec.EventInfo
+			entity("event", rec.Event)
+		}
+		st.EventVersion = seq
+	case cabildo.RecordRoomPut:
+		st.Programme.Rooms[rec.Room.ID] = *rec.Room
+		st.Rooms[rec.Room.ID] = meta
+		entity("room", rec.Room.ID)
+	case cabildo.RecordTrackPut:
+		st.Programme.Tracks[rec.Track.ID] = *rec.Track
+		st.Tracks[rec.Track.ID] = meta
+		entity("track", rec.Track.ID)
+	case cabildo.RecordSpeakerPut:
+		st.Programme.Speakers[rec.Speaker.ID] = *rec.Speaker
+		st.Speakers[rec.Speaker.ID] = meta
+		entity("speaker", rec.Speaker.ID)
+	case cabildo.RecordSessionCreated, cabildo.RecordSessionUpdated, cabildo.RecordSessionCancelled,
+		cabildo.RecordSessionReinstated, cabildo.RecordSessionDeleted:
+		next := rec.Session.Clone()
+		prev, existed := st.Programme.Sessions[next.GUID]
+		switch {
+		case rec.Type == cabildo.RecordSessionCreated && existed:
+			return nil, fmt.Errorf("session %s already exists", next.GUID)
+		case rec.Type != cabildo.RecordSessionCreated && !existed:
+			return nil, fmt.Errorf("session %s does not exist", next.GUID)
+		}
+		if existed {
+			next.ID = prev.ID
+			changes = cabildo.SessionChanges(rec.Type, &prev, next, rec.Reason)
+		} else {
+			// The creating entry's sequence is the session's integer id: positive, unique
+			// across the whole log, and never reused.
+			next.ID = int64(seq)
+			changes = cabildo.SessionChanges(rec.Type, nil, next, rec.Reason)
+		}
+		if rec.Type == cabildo.RecordSessionDeleted {
+			delete(st.Programme.Sessions, next.GUID)
+			delete(st.Sessions, next.GUID)
+		} else {
+			st.Programme.Sessions[next.GUID] = next
+			st.Sessions[next.GUID] = meta
+		}
+		st.ByID[next.ID] = next.GUID
+	default:
+		return nil, fmt.Errorf("unknown record type %q", rec.Type)
+	}
+	for i := range changes {
+		changes[i].Version, changes[i].At = seq, at
+	}
+	st.Version, st.Updated = seq, at
+	st.Changes = append(st.Changes, changes...)
+	if over := len(st.Changes) - s.opts.MaxChanges; over > 0 {
+		// Drop whole versions only, so a client is never handed half of one record.
+		cut := st.Changes[over-1].Version
+		i := over
+		for i < len(st.Changes) && st.Changes[i].Version == cut {
+			i++
+		}
+		st.Horizon = cut
+		st.Changes = append([]cabildo.Change(nil), st.Changes[i:]...)
+	}
+	s.subjects[subject] = seq
+	if rec.IdempotencyKey != "" {
+		s.idem[rec.Event+"\x00"+rec.IdempotencyKey] = Idempotent{Seq: seq, RequestHash: rec.RequestHash, Subject: subject}
+	}
+	return changes, nil
+}

@@ -1,0 +1,224 @@
+// Package rediscache adapts Redis to Cabildo's cache: projection snapshots with their log
+// position, and rendered responses keyed by version, shared by every gateway node. Redis is
+// a cache, never the only copy: flushing it loses nothing, and a slow or absent Redis must
+// never hold a request, so every operation runs under its own short deadline and failures
+// come back as errors for the caller to degrade on.
+package rediscache
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/cabildo/cabildo/internal/cabildo"
+)
+
+// Defaults for Options fields left zero.
+const (
+	DefaultPrefix = "cabildo:"
+	// DefaultOpTimeout is short because Redis only ever saves work: past this a request
+	// is better served by rebuilding or rendering again than by waiting.
+	DefaultOpTimeout = 50 * time.Millisecond
+)
+
+// Options configure a Cache.
+type Options struct {
+	// URL is a redis:// or rediss:// URL as accepted by redis.ParseURL.
+	URL string
+	// Prefix starts every key, so several deployments can share one Redis.
+	// Default DefaultPrefix.
+	Prefix string
+	// OpTimeout bounds each operation, whatever the caller's context allows.
+	// Default DefaultOpTimeout.
+	OpTimeout time.Duration
+}
+
+// Cache is a Redis-backed cache. It is safe for concurrent use; go-redis reconnects on its
+// own after Redis comes back.
+type Cache struct {
+	rdb       *redis.Client
+	prefix    string
+	opTimeout time.Duration
+}
+
+// Snapshots are hashes with these fields. seq is a zero-padded decimal of fixed width so the
+// script can compare it exactly: Lua numbers are doubles and lose uint64 precision.
+const (
+	fieldSeq  = "seq"
+	fieldLog  = "log"
+	fieldData = "data"
+	seqWidth  = 20 // digits in the largest uint64
+)
+
+// storeSnapshot replaces the snapshot at KEYS[1] with ARGV (seq, log, data) unless the stored
+// one is from the same log and at least as recent; it returns 1 when it stored. It runs as
+// one script so nodes racing to store cannot interleave the check and the write. Anything
+// that is not a well-formed snapshot is overwritten: it is a cache, and a broken entry must
+// heal rather than block every later store.
+var storeSnapshot = redis.NewScript(`
+local t = redis.call('TYPE', KEYS[1]).ok
+if t ~= 'none' and t ~= 'hash' then
+  redis.call('DEL', KEYS[1])
+end
+local cur = redis.call('HMGET', KEYS[1], 'seq', 'log')
+local seq, log = cur[1], cur[2]
+if seq and log and log == ARGV[2] and #seq == #ARGV[1] then
+  -- Byte-wise on purpose: Lua's < on strings follows the server's collation locale.
+  local newer = false
+  for i = 1, #seq do
+    local a, b = string.byte(ARGV[1], i), string.byte(seq, i)
+    if a ~= b then
+      newer = a > b
+      break
+    end
+  end
+  if not newer then
+    return 0
+  end
+end
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], 'seq', ARGV[1], 'log', ARGV[2], 'data', ARGV[3])
+return 1
+`)
+
+// New returns a Cache for opts. It fails only on invalid options, not when Redis is
+// unreachable: a node must start and serve without its cache, and go-redis connects
+// lazily and reconnects by itself. ctx bounds a best-effort load of the store script so the
+// first StoreSnapshot takes one round trip.
+func New(ctx context.Context, opts Options) (*Cache, error) {
+	if opts.URL == "" {
+		return nil, errors.New("rediscache: no URL")
+	}
+	ro, err := redis.ParseURL(opts.URL)
+	if err != nil {
+		// url.Error quotes the whole URL, password included; keep only what went wrong.
+		if uerr, ok := errors.AsType[*url.Error](err); ok {
+			err = uerr.Err
+		}
+		return nil, fmt.Errorf("rediscache: parse URL: %w", err)
+	}
+	if opts.OpTimeout < 0 {
+		return nil, fmt.Errorf("rediscache: negative op timeout %s", opts.OpTimeout)
+	}
+	if opts.OpTimeout == 0 {
+		opts.OpTimeout = DefaultOpTimeout
+	}
+	if opts.Prefix == "" {
+		opts.Prefix = DefaultPrefix
+	}
+	// Without this go-redis ignores context deadlines on socket I/O and a stalled Redis
+	// would hold the caller for the read timeout (seconds), not OpTimeout.
+	ro.ContextTimeoutEnabled = true
+	c := &Cache{rdb: redis.NewClient(ro), prefix: opts.Prefix, opTimeout: opts.OpTimeout}
+
+	lctx, cancel := c.opContext(ctx)
+	defer cancel()
+	_ = storeSnapshot.Load(lctx, c.rdb).Err() // Run falls back to EVAL when the script is missing.
+	return c, nil
+}
+
+// Name identifies the implementation in /readyz detail and metrics.
+func (c *Cache) Name() string { return "redis" }
+
+// Close closes the connections to Redis.
+func (c *Cache) Close() error {
+	if err := c.rdb.Close(); err != nil {
+		return fmt.Errorf("rediscache: close: %w", err)
+	}
+	return nil
+}
+
+// Ping reports whether Redis answers within OpTimeout.
+func (c *Cache) Ping(ctx context.Context) error {
+	ctx, cancel := c.opContext(ctx)
+	defer cancel()
+	if err := c.rdb.Ping(ctx).Err(); err != nil {
+		return fmt.Errorf("rediscache: ping: %w", err)
+	}
+	return nil
+}
+
+// LoadSnapshot returns the snapshot stored under key, if any.
+func (c *Cache) LoadSnapshot(ctx context.Context, key string) (cabildo.Snapshot, bool, error) {
+	ctx, cancel := c.opContext(ctx)
+	defer cancel()
+	vals, err := c.rdb.HMGet(ctx, c.snapshotKey(key), fieldSeq, fieldLog, fieldData).Result()
+	if err != nil {
+		return cabildo.Snapshot{}, false, fmt.Errorf("rediscache: load snapshot %q: %w", key, err)
+	}
+	if vals[0] == nil && vals[1] == nil && vals[2] == nil {
+		return cabildo.Snapshot{}, false, nil
+	}
+	seqStr, ok1 := vals[0].(string)
+	log, ok2 := vals[1].(string)
+	data, ok3 := vals[2].(string)
+	if !ok1 || !ok2 || !ok3 {
+		return cabildo.Snapshot{}, false, fmt.Errorf("rediscache: load snapshot %q: malformed entry", key)
+	}
+	seq, err := strconv.ParseUint(seqStr, 10, 64)
+	if err != nil {
+		return cabildo.Snapshot{}, false, fmt.Errorf("rediscache: load snapshot %q: malformed seq: %w", key, err)
+	}
+	return cabildo.Snapshot{Seq: seq, Log: log, Data: []byte(data)}, true, nil
+}
+
+// StoreSnapshot stores s under key unless the stored snapshot is from the same log and at
+// least as recent, atomically across nodes; it reports whether it stored. A snapshot from
+// another log always replaces the stored one: the log was recreated and the old snapshot
+// describes a history that no longer exists.
+func (c *Cache) StoreSnapshot(ctx context.Context, key string, s cabildo.Snapshot) (bool, error) {
+	ctx, cancel := c.opContext(ctx)
+	defer cancel()
+	seq := fmt.Sprintf("%0*d", seqWidth, s.Seq)
+	n, err := storeSnapshot.Run(ctx, c.rdb, []string{c.snapshotKey(key)}, seq, s.Log, s.Data).Int()
+	if err != nil {
+		return false, fmt.Errorf("rediscache: store snapshot %q: %w", key, err)
+	}
+	return n == 1, nil
+}
+
+// GetRendered returns the rendered response stored under key, if it has not expired.
+func (c *Cache) GetRendered(ctx context.Context, key string) ([]byte, bool, error) {
+	ctx, cancel := c.opContext(ctx)
+	defer cancel()
+	b, err := c.rdb.Get(ctx, c.renderedKey(key)).Bytes()
+	if errors.Is(err, redis.Nil) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, fmt.Errorf("rediscache: get rendered %q: %w", key, err)
+	}
+	return b, true, nil
+}
+
+// PutRendered stores b under key for ttl (millisecond precision). Memory is bounded by the
+// Redis server's maxmemory policy, not here.
+func (c *Cache) PutRendered(ctx context.Context, key string, b []byte, ttl time.Duration) error {
+	if ttl <= 0 {
+		return fmt.Errorf("rediscache: put rendered %q: ttl must be positive", key)
+	}
+	ctx, cancel := c.opContext(ctx)
+	defer cancel()
+	// PX so sub-second TTLs keep their precision; rounded up because Redis rejects PX 0.
+	ms := (ttl + time.Millisecond - 1) / time.Millisecond
+	if err := c.rdb.Do(ctx, "SET", c.renderedKey(key), b, "PX", int64(ms)).Err(); err != nil {
+		return fmt.Errorf("rediscache: put rendered %q: %w", key, err)
+	}
+	return nil
+}
+
+// opContext gives one operation its own deadline, so the caller's generous context never
+// lets a slow Redis hold a request longer than OpTimeout.
+func (c *Cache) opContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, c.opTimeout)
+}
+
+// Snapshots and rendered responses live in separate namespaces so the same caller key can be
+// used for both.
+func (c *Cache) snapshotKey(key string) string { return c.prefix + "snapshot:" + key }
+func (c *Cache) renderedKey(key string) string { return c.prefix + "rendered:" + key }

@@ -1,0 +1,281 @@
+// Package schedule holds the use cases that change an event's programme: validate a command
+// against the projection, append one domain record to the log of record, wait until this
+// node's projection has applied it, and answer from there (read-your-writes).
+package schedule
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/cabildo/cabildo/internal/cabildo"
+	"github.com/cabildo/cabildo/internal/projection"
+)
+
+// Log is the log of record as the use cases need it.
+type Log interface {
+	Append(ctx context.Context, subject string, data []byte, expect *uint64, msgID string) (seq uint64, duplicate bool, err error)
+}
+
+// Service runs the programme's write use cases.
+type Service struct {
+	log  Log
+	view *projection.Store
+	// CatchUp bounds how long a write waits for the local projection after the log
+	// acknowledged it.
+	CatchUp time.Duration
+}
+
+// New returns a Service writing to log and reading from view.
+func New(log Log, view *projection.Store) *Service {
+	return &Service{log: log, view: view, CatchUp: 5 * time.Second}
+}
+
+// Request is who asks, and how to recognise a retry of the same request.
+type Request struct {
+	Actor          string
+	IdempotencyKey string
+	// Hash identifies the request's content; a retry with the same key and another hash
+	// is refused rather than silently answered with the first result.
+	Hash string
+}
+
+// Result is what a write produced: the log sequence that holds it and the subject it
+// changed. Replayed is true when an earlier request with the same key did the work.
+type Result struct {
+	Seq      uint64
+	Subject  string
+	Created  bool
+	Replayed bool
+}
+
+// builder inspects the event (nil when it does not exist) and returns the record to
+// append and the subject sequence the log must still be at; skip means nothing changes.
+type builder func(st *projection.EventState) (rec cabildo.Record, expect uint64, skip bool, err error)
+
+func (s *Service) commit(ctx context.Context, req Request, event string, build builder) (Result, error) {
+	if req.IdempotencyKey != "" {
+		if r, ok := s.view.Idempotent(event, req.IdempotencyKey); ok {
+			if r.RequestHash != req.Hash {
+				return Result{}, errKeyReused()
+			}
+			return Result{Seq: r.Seq, Subject: r.Subject, Replayed: true}, nil
+		}
+	}
+	var (
+		rec    cabildo.Record
+		expect uint64
+		skip   bool
+		err    error
+	)
+	if !s.view.Read(event, func(st *projection.EventState) { rec, expect, skip, err = build(st) }) {
+		rec, expect, skip, err = build(nil)
+	}
+	if err != nil {
+		return Result{}, err
+	}
+	subject := rec.Subject()
+	if skip {
+		return Result{Seq: expect, Subject: subject}, nil
+	}
+	rec.Event, rec.Actor = event, req.Actor
+	rec.IdempotencyKey, rec.RequestHash = req.IdempotencyKey, req.Hash
+	data, err := json.Marshal(rec)
+	if err != nil {
+		return Result{}, fmt.Errorf("schedule: encode %s: %w", rec.Type, err)
+	}
+	var msgID string
+	if req.IdempotencyKey != "" {
+		msgID = event + ":" + req.IdempotencyKey
+	}
+	seq, dup, err := s.log.Append(ctx, subject, data, &expect, msgID)
+	if err != nil {
+		return Result{}, err
+	}
+	wctx, cancel := context.WithTimeout(ctx, s.CatchUp)
+	defer cancel()
+	if err := s.view.WaitFor(wctx, seq); err != nil {
+		return Result{}, err
+	}
+	res := Result{Seq: seq, Subject: subject, Created: expect == 0}
+	if dup {
+		// The log already held this key's record, from a retry we raced with.
+		r, ok := s.view.Idempotent(event, req.IdempotencyKey)
+		if !ok || r.RequestHash != req.Hash {
+			return Result{}, errKeyReused()
+		}
+		res = Result{Seq: r.Seq, Subject: r.Subject, Replayed: true}
+	}
+	return res, nil
+}
+
+func errKeyReused() error {
+	return cabildo.Errorf(cabildo.CodeIdempotencyKeyReused,
+		"this Idempotency-Key was already used for a different request")
+}
+
+func errNoEvent(event string) error {
+	return cabildo.Errorf(cabildo.CodeNotFound, "event %q does not exist", event)
+}
+
+// FindSession resolves a session reference, its integer id or its guid.
+func FindSession(st *projection.EventState, ref string) (cabildo.Session, projection.Meta, error) {
+	guid := strings.ToLower(ref)
+	if id, err := strconv.ParseInt(ref, 10, 64); err == nil {
+		guid = st.ByID[id]
+	}
+	s, m, ok := st.Session(guid)
+	if !ok {
+		return cabildo.Session{}, projection.Meta{}, cabildo.Errorf(cabildo.CodeNotFound, "session %q does not exist in this event", ref)
+	}
+	return s, m, nil
+}
+
+// PutEvent creates or replaces an event's own description and days.
+func (s *Service) PutEvent(ctx context.Context, req Request, ev cabildo.Event) (Result, error) {
+	if err := ev.Normalize(); err != nil {
+		return Result{}, err
+	}
+	return s.commit(ctx, req, ev.ID, func(st *projection.EventState) (cabildo.Record, uint64, bool, error) {
+		rec := cabildo.Record{Type: cabildo.RecordEventPut, Event: ev.ID, EventInfo: &ev}
+		if st == nil {
+			return rec, 0, false, nil
+		}
+		return rec, st.Meta(), false, nil
+	})
+}
+
+// PutRoom creates or replaces a room.
+func (s *Service) PutRoom(ctx context.Context, req Request, event string, r cabildo.Room) (Result, error) {
+	if err := r.Normalize(); err != nil {
+		return Result{}, err
+	}
+	return s.putEntity(ctx, req, event, cabildo.Record{Type: cabildo.RecordRoomPut, Room: &r},
+		func(st *projection.EventState) uint64 { return st.Rooms[r.ID].Version })
+}
+
+// PutTrack creates or replaces a track.
+func (s *Service) PutTrack(ctx context.Context, req Request, event string, t cabildo.Track) (Result, error) {
+	if err := t.Normalize(); err != nil {
+		return Result{}, err
+	}
+	return s.putEntity(ctx, req, event, cabildo.Record{Type: cabildo.RecordTrackPut, Track: &t},
+		func(st *projection.EventState) uint64 { return st.Tracks[t.ID].Version })
+}
+
+// PutSpeaker creates or replaces a speaker.
+func (s *Service) PutSpeaker(ctx context.Context, req Request, event string, sp cabildo.Speaker) (Result, error) {
+	if err := sp.Normalize(); err != nil {
+		return Result{}, err
+	}
+	return s.putEntity(ctx, req, event, cabildo.Record{Type: cabildo.RecordSpeakerPut, Speaker: &sp},
+		func(st *projection.EventState) uint64 { return st.Speakers[sp.ID].Version })
+}
+
+func (s *Service) putEntity(ctx context.Context, req Request, event string, rec cabildo.Record, version func(*projection.EventState) uint64) (Result, error) {
+	rec.Event = event
+	return s.commit(ctx, req, event, func(st *projection.EventState) (cabildo.Record, uint64, bool, error) {
+		if st == nil {
+			return rec, 0, false, errNoEvent(event)
+		}
+		return rec, version(st), false, nil
+	})
+}
+
+// CreateSession adds a session. It gets its guid now (unless the organizer brought one)
+// and its integer id when the log stores it.
+func (s *Service) CreateSession(ctx context.Context, req Request, event string, in cabildo.Session, force bool) (Result, error) {
+	if in.GUID == "" {
+		in.GUID = uuid.NewString()
+	} else if in.GUID = strings.ToLower(in.GUID); !cabildo.ValidGUID(in.GUID) {
+		var f cabildo.Fields
+		f.Add("guid", "invalid_guid", "guid must be a UUID")
+		return Result{}, f.Err()
+	}
+	in.ID, in.Status, in.Cancellation = 0, cabildo.StatusScheduled, nil
+	return s.commit(ctx, req, event, func(st *projection.EventState) (cabildo.Record, uint64, bool, error) {
+		rec := cabildo.Record{Type: cabildo.RecordSessionCreated, Event: event, Session: &in}
+		if st == nil {
+			return rec, 0, false, errNoEvent(event)
+		}
+		if s.view.SubjectSeq(rec.Subject()) != 0 {
+			return rec, 0, false, cabildo.Errorf(cabildo.CodeAlreadyExists, "a session with guid %s exists or existed", in.GUID)
+		}
+		return rec, 0, false, st.Programme.CheckSession(&in, force)
+	})
+}
+
+// Change is a change to one session: patch edits a copy of it.
+type Change struct {
+	Ref     string
+	IfMatch *uint64 // the session version the client saw, when it sent one
+	Force   bool
+	Reason  *cabildo.Reason
+	Type    cabildo.RecordType // session.updated, .cancelled, .reinstated or .deleted
+	Patch   func(*cabildo.Session)
+}
+
+// ChangeSession updates, cancels, reinstates or deletes a session under optimistic
+// concurrency: the log refuses the append if anyone changed the session since it was read.
+func (s *Service) ChangeSession(ctx context.Context, req Request, event string, c Change) (Result, error) {
+	var f cabildo.Fields
+	cabildo.CheckReason(&f, c.Reason)
+	if err := f.Err(); err != nil {
+		return Result{}, err
+	}
+	return s.commit(ctx, req, event, func(st *projection.EventState) (cabildo.Record, uint64, bool, error) {
+		rec := cabildo.Record{Type: c.Type, Event: event, Reason: c.Reason}
+		if st == nil {
+			return rec, 0, false, errNoEvent(event)
+		}
+		cur, meta, err := FindSession(st, c.Ref)
+		if err != nil {
+			return rec, 0, false, err
+		}
+		next := cur.Clone()
+		rec.Session = &next
+		if c.IfMatch != nil && *c.IfMatch != meta.Version {
+			return rec, 0, false, &cabildo.Error{Code: cabildo.CodeVersionConflict,
+				Message: fmt.Sprintf("the session is at version %d, not %d; reload and retry", meta.Version, *c.IfMatch)}
+		}
+		switch c.Type {
+		case cabildo.RecordSessionCancelled:
+			if cur.Status == cabildo.StatusCancelled {
+				return rec, meta.Version, true, nil
+			}
+			next.Status, next.Cancellation = cabildo.StatusCancelled, c.Reason
+		case cabildo.RecordSessionReinstated:
+			if cur.Status == cabildo.StatusScheduled {
+				return rec, meta.Version, true, nil
+			}
+			next.Status, next.Cancellation = cabildo.StatusScheduled, nil
+		case cabildo.RecordSessionUpdated:
+			if c.Patch != nil {
+				c.Patch(&next)
+			}
+			next.GUID, next.ID, next.Status, next.Cancellation = cur.GUID, cur.ID, cur.Status, cur.Cancellation
+		case cabildo.RecordSessionDeleted:
+			return rec, meta.Version, false, nil
+		default:
+			return rec, 0, false, fmt.Errorf("schedule: unknown session change %q", c.Type)
+		}
+		if err := st.Programme.CheckSession(&next, c.Force); err != nil {
+			return rec, 0, false, err
+		}
+		if c.Type == cabildo.RecordSessionUpdated && sameSession(cur, next) {
+			return rec, meta.Version, true, nil
+		}
+		return rec, meta.Version, false, nil
+	})
+}
+
+func sameSession(a, b cabildo.Session) bool {
+	x, _ := json.Marshal(a)
+	y, _ := json.Marshal(b)
+	return string(x) == string(y)
+}

@@ -1,0 +1,155 @@
+// Package token mints and verifies Cabildo's signed bearer tokens: organizer and moderator
+// tokens minted by the CLI, scoped to one event, and (later) anonymous attendee tokens.
+// Each kind has its own "typ" so one can never pass for another; the signing algorithm is
+// allow-listed and exp, iss and aud are required.
+package token
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+	"github.com/google/uuid"
+
+	"github.com/cabildo/cabildo/internal/cabildo"
+)
+
+// Role is what a token lets its bearer do, and its token type.
+type Role string
+
+const (
+	Organizer Role = "organizer"
+	Moderator Role = "moderator"
+	Attendee  Role = "attendee"
+)
+
+// ParseRole accepts the roles the CLI mints.
+func ParseRole(s string) (Role, error) {
+	switch r := Role(s); r {
+	case Organizer, Moderator:
+		return r, nil
+	}
+	return "", fmt.Errorf("token: role must be organizer or moderator, not %q", s)
+}
+
+const (
+	issuer   = "cabildo"
+	audience = "cabildo-api"
+	// KeyFile is the signing key's file name inside the data directory.
+	KeyFile = "signing.key"
+	minKey  = 32
+)
+
+// Claims are what a Cabildo token says.
+type Claims struct {
+	Event string `json:"event"`
+	Type  Role   `json:"typ"`
+	Name  string `json:"name,omitempty"`
+	jwt.RegisteredClaims
+}
+
+// Keys signs and verifies tokens with one HMAC-SHA256 key.
+type Keys struct {
+	key []byte
+	now func() time.Time
+}
+
+// New returns Keys for a key of at least 32 bytes.
+func New(key []byte) (*Keys, error) {
+	if len(key) < minKey {
+		return nil, fmt.Errorf("token: signing key must be at least %d bytes, got %d", minKey, len(key))
+	}
+	return &Keys{key: key, now: time.Now}, nil
+}
+
+// ParseKey decodes a hex-encoded key, as found in the key file or the environment.
+func ParseKey(s string) ([]byte, error) {
+	k, err := hex.DecodeString(strings.TrimSpace(s))
+	if err != nil {
+		return nil, fmt.Errorf("token: signing key is not hex: %w", err)
+	}
+	if len(k) < minKey {
+		return nil, fmt.Errorf("token: signing key must be at least %d bytes", minKey)
+	}
+	return k, nil
+}
+
+// LoadOrCreateKeyFile reads the hex key at path, creating it with a fresh random key
+// (mode 0600) the first time, so `serve` and `token create` on one data directory agree.
+func LoadOrCreateKeyFile(path string) ([]byte, error) {
+	b, err := os.ReadFile(path)
+	if err == nil {
+		return ParseKey(string(b))
+	}
+	if !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("token: read key: %w", err)
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("token: create key dir: %w", err)
+	}
+	key := make([]byte, minKey)
+	if _, err := rand.Read(key); err != nil {
+		return nil, fmt.Errorf("token: generate key: %w", err)
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if errors.Is(err, os.ErrExist) {
+		// Another process created it first; use theirs.
+		return LoadOrCreateKeyFile(path)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("token: create key: %w", err)
+	}
+	if _, err := f.WriteString(hex.EncodeToString(key) + "\n"); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("token: write key: %w", err)
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("token: write key: %w", err)
+	}
+	return key, f.Close()
+}
+
+// Mint signs a token for one event and role, valid for ttl.
+func (k *Keys) Mint(event string, role Role, subject string, ttl time.Duration) (string, Claims, error) {
+	if !cabildo.ValidSlug(event) {
+		return "", Claims{}, fmt.Errorf("token: %q is not an event id", event)
+	}
+	if ttl <= 0 {
+		return "", Claims{}, fmt.Errorf("token: ttl must be positive")
+	}
+	now := k.now()
+	c := Claims{Event: event, Type: role, RegisteredClaims: jwt.RegisteredClaims{
+		Issuer: issuer, Audience: jwt.ClaimStrings{audience}, Subject: subject,
+		IssuedAt: jwt.NewNumericDate(now), NotBefore: jwt.NewNumericDate(now.Add(-time.Minute)),
+		ExpiresAt: jwt.NewNumericDate(now.Add(ttl)), ID: uuid.NewString(),
+	}}
+	s, err := jwt.NewWithClaims(jwt.SigningMethodHS256, c).SignedString(k.key)
+	if err != nil {
+		return "", Claims{}, fmt.Errorf("token: sign: %w", err)
+	}
+	return s, c, nil
+}
+
+// Verify checks a token's signature, algorithm, issuer, audience and expiry. The error
+// never says which check failed: that would help a forger.
+func (k *Keys) Verify(tok string) (Claims, error) {
+	var c Claims
+	_, err := jwt.ParseWithClaims(tok, &c, func(*jwt.Token) (any, error) { return k.key, nil },
+		jwt.WithValidMethods([]string{jwt.SigningMethodHS256.Alg()}),
+		jwt.WithIssuer(issuer), jwt.WithAudience(audience), jwt.WithExpirationRequired(),
+		jwt.WithIssuedAt(), jwt.WithLeeway(5*time.Second), jwt.WithTimeFunc(k.now))
+	if err == nil && (!cabildo.ValidSlug(c.Event) || (c.Type != Organizer && c.Type != Moderator && c.Type != Attendee)) {
+		err = errors.New("token: bad claims")
+	}
+	if err != nil {
+		return Claims{}, &cabildo.Error{Code: cabildo.CodeUnauthorized, Message: "the bearer token is not valid", Err: err}
+	}
+	return c, nil
+}
