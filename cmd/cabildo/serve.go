@@ -98,7 +98,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	defer cc.Close()
 
 	// The projection: start from a snapshot that matches this log, then consume the tail.
-	store := projection.New(projection.Options{Logger: log})
+	store := projection.New(projection.Options{Logger: log, MaxChanges: cfg.ChangeHistory})
 	info, err := lg.Info(ctx)
 	if err != nil {
 		return err

@@ -27,6 +27,7 @@ type Serve struct {
 	SigningKey     string // hex; wins over SigningKeyFile
 	SigningKeyFile string // default <data-dir>/signing.key
 
+	ChangeHistory  int           // programme changes kept per event for GET /changes
 	StreamReplicas int           // JetStream replicas of the log stream
 	Dedupe         time.Duration // JetStream de-duplication window
 	SnapshotEvery  time.Duration // how often the projection snapshot is written to the cache
@@ -54,6 +55,7 @@ func LoadServe(args []string, getenv func(string) string, stderr io.Writer) (Ser
 	fs.StringVar(&c.RedisURL, "redis-url", "", "Redis URL for the shared cache (default: in-process cache)")
 	fs.StringVar(&c.SigningKey, "signing-key", "", "token signing key, hex (at least 32 bytes); prefer the environment")
 	fs.StringVar(&c.SigningKeyFile, "signing-key-file", "", "token signing key file (default <data-dir>/signing.key, created at first start)")
+	fs.IntVar(&c.ChangeHistory, "change-history", 100_000, "programme changes kept per event; older ones answer 'reload'")
 	fs.IntVar(&c.StreamReplicas, "stream-replicas", 1, "replicas of the log stream (3 in a NATS cluster)")
 	fs.DurationVar(&c.Dedupe, "dedupe-window", 10*time.Minute, "window in which the log drops a repeated Idempotency-Key")
 	fs.DurationVar(&c.SnapshotEvery, "snapshot-every", 30*time.Second, "how often to write the projection snapshot to the cache")
@@ -92,6 +94,9 @@ func (c Serve) validate() error {
 	}
 	if c.StreamReplicas != 1 && c.StreamReplicas != 3 && c.StreamReplicas != 5 {
 		errs = append(errs, errors.New("--stream-replicas must be 1, 3 or 5"))
+	}
+	if c.ChangeHistory < 1 {
+		errs = append(errs, errors.New("--change-history must be at least 1"))
 	}
 	if c.Dedupe < time.Second {
 		errs = append(errs, errors.New("--dedupe-window must be at least 1s"))

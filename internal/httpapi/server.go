@@ -14,6 +14,7 @@ import (
 	"github.com/gofiber/fiber/v2/middleware/recover"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/cabildo/cabildo/internal/cabildo"
 	"github.com/cabildo/cabildo/internal/projection"
 	"github.com/cabildo/cabildo/internal/schedule"
 	"github.com/cabildo/cabildo/internal/token"
@@ -74,7 +75,9 @@ func New(opts Options) *Server {
 	s := &Server{opts: opts, log: opts.Logger, m: newMetrics(opts.Registry, opts.Store)}
 	s.app = fiber.New(fiber.Config{
 		AppName:               "cabildo",
-		BodyLimit:             opts.BodyLimit,
+		// The transport's hard cap is far above the API's limit so that an oversized body
+		// is read and answered with a problem, not cut off with a connection reset.
+		BodyLimit:             16 * opts.BodyLimit,
 		DisableStartupMessage: true,
 		ErrorHandler:          s.errorHandler,
 		ReadTimeout:           30 * time.Second,
@@ -86,6 +89,7 @@ func New(opts Options) *Server {
 	})
 	s.app.Use(recover.New())
 	s.app.Use(s.observe)
+	s.app.Use(s.limitBody)
 	s.routes()
 	return s
 }
@@ -121,8 +125,6 @@ func (s *Server) routes() {
 	org.Delete("/sessions/:session", s.deleteSession)
 	org.Post("/sessions/:session/cancel", s.cancelSession)
 	org.Post("/sessions/:session/reinstate", s.reinstateSession)
-
-	a.Use(func(c *fiber.Ctx) error { return fiber.ErrNotFound })
 }
 
 // Handler returns the Fiber app, for tests and for Listen.
@@ -142,4 +144,11 @@ func writeJSON(c *fiber.Ctx, status int, contentType string, v any) error {
 	c.Status(status)
 	c.Set(fiber.HeaderContentType, contentType)
 	return c.Send(b)
+}
+
+func (s *Server) limitBody(c *fiber.Ctx) error {
+	if len(c.Body()) > s.opts.BodyLimit {
+		return cabildo.Errorf(cabildo.CodePayloadTooLarge, "the request body is larger than %d KiB", s.opts.BodyLimit>>10)
+	}
+	return c.Next()
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"strconv"
 	"strings"
@@ -274,9 +275,16 @@ func (s *Server) answerSession(c *fiber.Ctx, status int, res schedule.Result) er
 	return writeJSON(c, status, fiber.MIMEApplicationJSON, body)
 }
 
+// textPatchIn only checks a patched text's shape (es/en strings or null); textPatch reads
+// which languages it sets.
+type textPatchIn struct {
+	ES *string `json:"es"`
+	EN *string `json:"en"`
+}
+
 type sessionPatch struct {
-	Title          *cabildo.Text        `json:"title"`
-	Abstract       *cabildo.Text        `json:"abstract"`
+	Title          *textPatchIn         `json:"title"`
+	Abstract       *textPatchIn         `json:"abstract"`
 	Kind           *cabildo.SessionKind `json:"kind"`
 	Language       *cabildo.Lang        `json:"language"`
 	Interpretation *[]cabildo.Lang      `json:"interpretation"`
@@ -289,37 +297,48 @@ type sessionPatch struct {
 	Reason         *cabildo.Reason      `json:"reason"`
 }
 
+// patchSession applies a JSON merge patch (RFC 7396): absent fields stay, present ones
+// replace, null removes an optional field, and bilingual texts merge per language, so
+// {"title": {"en": "…"}} keeps the Spanish title.
 func (s *Server) patchSession(c *fiber.Ctx) error {
 	var p sessionPatch
 	if err := decodeBody(c, &p, "application/merge-patch+json"); err != nil {
 		return err
 	}
+	var present map[string]json.RawMessage
+	if err := json.Unmarshal(c.Body(), &present); err != nil {
+		return jsonError(err)
+	}
 	var f cabildo.Fields
 	var start, end time.Time
 	if p.Start != nil {
-		if start = parseTime(&f, "start", *p.Start); start.IsZero() && len(f) == 0 {
-			f.Add("start", "required", "start cannot be empty")
-		}
+		start = parseTime(&f, "start", *p.Start)
 	}
 	if p.End != nil {
-		if end = parseTime(&f, "end", *p.End); end.IsZero() && len(f) == 0 {
-			f.Add("end", "required", "end cannot be empty")
-		}
+		end = parseTime(&f, "end", *p.End)
+	}
+	title, err := textPatch(present, "title")
+	if err != nil {
+		return err
+	}
+	abstract, err := textPatch(present, "abstract")
+	if err != nil {
+		return err
 	}
 	if err := f.Err(); err != nil {
 		return err
 	}
 	return s.changeSession(c, schedule.Change{Type: cabildo.RecordSessionUpdated, Reason: p.Reason,
 		Patch: func(ss *cabildo.Session) {
-			setIf(&ss.Title, p.Title)
-			setIf(&ss.Abstract, p.Abstract)
+			title(&ss.Title)
+			abstract(&ss.Abstract)
 			setIf(&ss.Kind, p.Kind)
 			setIf(&ss.Language, p.Language)
-			setIf(&ss.Interpretation, p.Interpretation)
 			setIf(&ss.Room, p.Room)
-			setIf(&ss.Track, p.Track)
-			setIf(&ss.Speakers, p.Speakers)
-			setIf(&ss.Tags, p.Tags)
+			setOrClear(&ss.Interpretation, p.Interpretation, present, "interpretation")
+			setOrClear(&ss.Track, p.Track, present, "track")
+			setOrClear(&ss.Speakers, p.Speakers, present, "speakers")
+			setOrClear(&ss.Tags, p.Tags, present, "tags")
 			if p.Start != nil {
 				ss.Start = start
 			}
@@ -327,6 +346,45 @@ func (s *Server) patchSession(c *fiber.Ctx) error {
 				ss.End = end
 			}
 		}})
+}
+
+// textPatch returns how a merge patch changes one bilingual text: each language present
+// is set, or removed when null; a null text removes both (validation then refuses it
+// where the text is required).
+func textPatch(present map[string]json.RawMessage, key string) (func(*cabildo.Text), error) {
+	raw, ok := present[key]
+	if !ok {
+		return func(*cabildo.Text) {}, nil
+	}
+	if string(raw) == "null" {
+		return func(t *cabildo.Text) { *t = cabildo.Text{} }, nil
+	}
+	var langs map[string]*string
+	if err := json.Unmarshal(raw, &langs); err != nil {
+		return nil, jsonError(err)
+	}
+	return func(t *cabildo.Text) {
+		for lang, v := range langs {
+			dst := &t.ES
+			if lang == string(cabildo.EN) {
+				dst = &t.EN
+			}
+			if v == nil {
+				*dst = ""
+			} else {
+				*dst = *v
+			}
+		}
+	}, nil
+}
+
+func setOrClear[T any](dst *T, v *T, present map[string]json.RawMessage, key string) {
+	if v != nil {
+		*dst = *v
+	} else if raw, ok := present[key]; ok && string(raw) == "null" {
+		var zero T
+		*dst = zero
+	}
 }
 
 func setIf[T any](dst *T, v *T) {

@@ -1,0 +1,361 @@
+package contract
+
+import (
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/cabildo/cabildo/internal/cabildo"
+)
+
+const base = "http://127.0.0.1:8080"
+
+const session = `{
+	"id": 1,
+	"guid": "3f1c2a9e-8b7d-4c1e-9a2b-5d6e7f8a9b0c",
+	"title": "Datos abiertos para la rendición de cuentas",
+	"kind": "breakout",
+	"status": "scheduled",
+	"language": "es",
+	"interpretation": ["en"],
+	"room": "sala-2",
+	"day": "2025-10-02",
+	"start": "2025-10-02T11:00:00-06:00",
+	"end": "2025-10-02T12:30:00-06:00",
+	"duration_minutes": 90,
+	"speakers": ["ana-rojas"],
+	"streamed": false,
+	"version": 4790,
+	"updated_at": "2025-10-02T14:02:11Z"
+}`
+
+const adminSession = `{
+	"id": 1,
+	"guid": "3f1c2a9e-8b7d-4c1e-9a2b-5d6e7f8a9b0c",
+	"title": {"es": "Datos abiertos"},
+	"kind": "breakout",
+	"status": "cancelled",
+	"cancellation": {"code": "speaker_unavailable", "text": {"en": "The speaker could not travel."}},
+	"language": "es",
+	"room": "sala-2",
+	"start": "2025-10-02T11:00:00-06:00",
+	"end": "2025-10-02T12:30:00-06:00",
+	"day": "2025-10-02",
+	"version": 4812
+}`
+
+func problem(status int, code string) string {
+	return `{"type": "about:blank", "title": "` + http.StatusText(status) + `", "status": ` +
+		strconv.Itoa(status) + `, "code": "` + code + `", "detail": "it went wrong", "instance": "/v1/events/x"}`
+}
+
+func publicHeaders() http.Header {
+	return http.Header{
+		"Content-Type":     {"application/json; charset=utf-8"},
+		"Etag":             {`"4790-es"`},
+		"Last-Modified":    {"Thu, 02 Oct 2025 14:02:11 GMT"},
+		"Cache-Control":    {"public, no-cache"},
+		"Vary":             {"Accept-Language"},
+		"Content-Language": {"es"},
+	}
+}
+
+func problemHeaders(extra ...string) http.Header {
+	h := http.Header{"Content-Type": {"application/problem+json"}}
+	for i := 0; i+1 < len(extra); i += 2 {
+		h.Set(extra[i], extra[i+1])
+	}
+	return h
+}
+
+func with(h http.Header, key, value string) http.Header {
+	h = h.Clone()
+	if value == "" {
+		h.Del(key)
+	} else {
+		h.Set(key, value)
+	}
+	return h
+}
+
+func mustLoad(t *testing.T) *Validator {
+	t.Helper()
+	v, err := Load()
+	if err != nil {
+		t.Fatalf("Load() = %v", err)
+	}
+	return v
+}
+
+func TestLoad(t *testing.T) {
+	v := mustLoad(t)
+	doc := v.Document()
+	if got, want := doc.OpenAPI, "3.0.3"; got != want {
+		t.Errorf("openapi = %q, want %q", got, want)
+	}
+	for _, path := range []string{"/v1/events", "/v1/events/{event}/schedule", "/v1/events/{event}/changes",
+		"/v1/events/{event}/sessions/{session}", "/livez", "/readyz", "/metrics", "/openapi.yaml"} {
+		if doc.Paths.Value(path) == nil {
+			t.Errorf("path %s is missing", path)
+		}
+	}
+}
+
+// TestEnumsMatchDomain keeps the contract's enums and the domain's constants in step: a code
+// the server can send but the contract does not list would fail every response carrying it.
+func TestEnumsMatchDomain(t *testing.T) {
+	doc := mustLoad(t).Document()
+	enum := func(name string) []string {
+		s := doc.Components.Schemas[name]
+		if s == nil {
+			t.Fatalf("schema %s is missing", name)
+		}
+		var out []string
+		for _, e := range s.Value.Enum {
+			out = append(out, e.(string))
+		}
+		slices.Sort(out)
+		return out
+	}
+	strs := func(xs ...string) []string {
+		out := slices.Clone(xs)
+		slices.Sort(out)
+		return out
+	}
+	var kinds, reasons []string
+	for _, k := range cabildo.SessionKinds {
+		kinds = append(kinds, string(k))
+	}
+	for _, r := range cabildo.ReasonCodes {
+		reasons = append(reasons, string(r))
+	}
+	codes := []cabildo.Code{cabildo.CodeInvalidRequest, cabildo.CodeUnknownField, cabildo.CodeValidation,
+		cabildo.CodeNotFound, cabildo.CodeAlreadyExists, cabildo.CodeVersionConflict,
+		cabildo.CodeIdempotencyKeyReused, cabildo.CodeUnauthorized, cabildo.CodeForbidden,
+		cabildo.CodePayloadTooLarge, cabildo.CodeUnsupportedMedia, cabildo.CodeMethodNotAllowed,
+		cabildo.CodeVersionTooOld, cabildo.CodeVersionUnknown, cabildo.CodeRateLimited,
+		cabildo.CodeUnavailable, cabildo.CodeTimeout, cabildo.CodeInternal}
+	var codeStrs []string
+	for _, c := range codes {
+		codeStrs = append(codeStrs, string(c))
+	}
+	changes := []cabildo.ChangeType{cabildo.ChangeSessionAdded, cabildo.ChangeSessionCancelled,
+		cabildo.ChangeSessionReinstated, cabildo.ChangeSessionRemoved, cabildo.ChangeSessionMoved,
+		cabildo.ChangeSessionDelayed, cabildo.ChangeSessionRescheduled,
+		cabildo.ChangeSessionSpeakersChanged, cabildo.ChangeSessionUpdated, cabildo.ChangeRoomUpdated,
+		cabildo.ChangeTrackUpdated, cabildo.ChangeSpeakerUpdated, cabildo.ChangeEventUpdated}
+	var changeStrs []string
+	for _, c := range changes {
+		changeStrs = append(changeStrs, string(c))
+	}
+	tests := []struct {
+		schema string
+		want   []string
+	}{
+		{"SessionKind", strs(kinds...)},
+		{"ReasonCode", strs(reasons...)},
+		{"ErrorCode", strs(codeStrs...)},
+		{"ChangeType", strs(changeStrs...)},
+		{"SessionStatus", strs(string(cabildo.StatusScheduled), string(cabildo.StatusCancelled))},
+		{"DayKind", strs(string(cabildo.DayUnconference), string(cabildo.DayConference), string(cabildo.DayWorkshops))},
+		{"Lang", strs(string(cabildo.ES), string(cabildo.EN))},
+	}
+	for _, tt := range tests {
+		t.Run(tt.schema, func(t *testing.T) {
+			if got := enum(tt.schema); !slices.Equal(got, tt.want) {
+				t.Errorf("enum = %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestCheck(t *testing.T) {
+	v := mustLoad(t)
+	tests := []struct {
+		name    string
+		method  string
+		path    string
+		status  int
+		header  http.Header
+		body    string
+		wantErr string // "" means valid; otherwise a fragment of the error
+	}{
+		{name: "public session", method: "GET", path: "/v1/events/x/sessions/1", status: 200,
+			header: publicHeaders(), body: session},
+		{name: "session by guid with lang", method: "GET",
+			path:   "/v1/events/abierta-2025/sessions/3f1c2a9e-8b7d-4c1e-9a2b-5d6e7f8a9b0c?lang=es",
+			status: 200, header: publicHeaders(), body: session},
+		{name: "extra property", method: "GET", path: "/v1/events/x/sessions/1", status: 200,
+			header: publicHeaders(), body: strings.Replace(session, `"id": 1,`, `"id": 1, "color": "red",`, 1),
+			wantErr: `property "color" is unsupported`},
+		{name: "missing required property", method: "GET", path: "/v1/events/x/sessions/1", status: 200,
+			header: publicHeaders(), body: strings.Replace(session, `"streamed": false,`, ``, 1),
+			wantErr: `property "streamed" is missing`},
+		{name: "bad date-time", method: "GET", path: "/v1/events/x/sessions/1", status: 200,
+			header: publicHeaders(), body: strings.Replace(session, `"2025-10-02T11:00:00-06:00"`, `"2025-10-02 11:00"`, 1),
+			wantErr: "/start"},
+		{name: "bad uuid", method: "GET", path: "/v1/events/x/sessions/1", status: 200,
+			header: publicHeaders(), body: strings.Replace(session, `"3f1c2a9e-8b7d-4c1e-9a2b-5d6e7f8a9b0c"`, `"not-a-guid"`, 1),
+			wantErr: "/guid"},
+		{name: "missing ETag", method: "GET", path: "/v1/events/x/sessions/1", status: 200,
+			header: with(publicHeaders(), "ETag", ""), body: session, wantErr: `"ETag" missing`},
+		{name: "bad Content-Language", method: "GET", path: "/v1/events/x/sessions/1", status: 200,
+			header: with(publicHeaders(), "Content-Language", "fr"), body: session, wantErr: "Content-Language"},
+		{name: "not modified", method: "GET", path: "/v1/events/x/sessions/1", status: 304,
+			header: http.Header{"Etag": {`"4790-es"`}, "Cache-Control": {"public, no-cache"}, "Vary": {"Accept-Language"}}},
+		{name: "not modified with a body", method: "GET", path: "/v1/events/x/sessions/1", status: 304,
+			header: http.Header{"Etag": {`"4790-es"`}, "Cache-Control": {"public, no-cache"}, "Vary": {"Accept-Language"}},
+			body:   session, wantErr: "without a body"},
+		{name: "not modified without ETag", method: "GET", path: "/v1/events/x/sessions/1", status: 304,
+			header: http.Header{"Cache-Control": {"public, no-cache"}, "Vary": {"Accept-Language"}}, wantErr: `"ETag" missing`},
+		{name: "not found", method: "GET", path: "/v1/events/x/sessions/1", status: 404,
+			header: problemHeaders(), body: problem(404, "not_found")},
+		{name: "problem with unknown code", method: "GET", path: "/v1/events/x/sessions/1", status: 404,
+			header: problemHeaders(), body: problem(404, "no_such_thing"), wantErr: "/code"},
+		{name: "problem with extra property", method: "GET", path: "/v1/events/x/sessions/1", status: 404,
+			header: problemHeaders(), body: strings.Replace(problem(404, "not_found"), `{`, `{"stack": "main.go:1",`, 1),
+			wantErr: `property "stack" is unsupported`},
+		{name: "problem as plain JSON", method: "GET", path: "/v1/events/x/sessions/1", status: 404,
+			header: http.Header{"Content-Type": {"application/json"}}, body: problem(404, "not_found"),
+			wantErr: "Content-Type"},
+		{name: "problem status differs", method: "GET", path: "/v1/events/x/sessions/1", status: 404,
+			header: problemHeaders(), body: problem(400, "not_found"), wantErr: "differs"},
+		{name: "undocumented status", method: "GET", path: "/v1/events/x/sessions/1", status: 409,
+			header: problemHeaders(), body: problem(409, "version_conflict"), wantErr: "not documented"},
+		{name: "undocumented success", method: "GET", path: "/v1/events/x/sessions/1", status: 201,
+			header: publicHeaders(), body: session, wantErr: "not documented"},
+		{name: "internal error falls back to default", method: "GET", path: "/v1/events/x/sessions/1", status: 500,
+			header: problemHeaders(), body: problem(500, "internal")},
+		{name: "rate limited", method: "GET", path: "/v1/events/x/sessions/1", status: 429,
+			header: problemHeaders("Retry-After", "2"), body: problem(429, "rate_limited")},
+		{name: "rate limited without Retry-After", method: "GET", path: "/v1/events/x/sessions/1", status: 429,
+			header: problemHeaders(), body: problem(429, "rate_limited"), wantErr: `"Retry-After" missing`},
+		{name: "gone", method: "GET", path: "/v1/events/x/changes?since=3", status: 410,
+			header: problemHeaders(), body: problem(410, "version_too_old")},
+		{name: "session created", method: "POST", path: "/v1/events/x/sessions", status: 201,
+			header: http.Header{"Content-Type": {"application/json"}, "Location": {"/v1/events/x/sessions/1"}, "Etag": {`"4812"`}},
+			body:   adminSession},
+		{name: "session created without Location", method: "POST", path: "/v1/events/x/sessions", status: 201,
+			header: http.Header{"Content-Type": {"application/json"}, "Etag": {`"4812"`}},
+			body:   adminSession, wantErr: `"Location" missing`},
+		{name: "localized text in an admin response", method: "POST", path: "/v1/events/x/sessions", status: 201,
+			header: http.Header{"Content-Type": {"application/json"}, "Location": {"/v1/events/x/sessions/1"}, "Etag": {`"4812"`}},
+			body:   strings.Replace(adminSession, `{"es": "Datos abiertos"}`, `"Datos abiertos"`, 1), wantErr: "/title"},
+		{name: "session deleted", method: "DELETE", path: "/v1/events/x/sessions/1", status: 204},
+		{name: "write refused", method: "PATCH", path: "/v1/events/x/sessions/1", status: 412,
+			header: problemHeaders(), body: problem(412, "version_conflict")},
+		{name: "write unavailable", method: "PUT", path: "/v1/events/x/rooms/sala-2", status: 503,
+			header: problemHeaders("Retry-After", "1"), body: problem(503, "unavailable")},
+		{name: "no 304 for writes", method: "PUT", path: "/v1/events/x/rooms/sala-2", status: 304,
+			header: http.Header{"Etag": {`"1"`}}, wantErr: "not documented"},
+		{name: "unknown path answered 404", method: "GET", path: "/v2/nothing", status: 404,
+			header: problemHeaders(), body: problem(404, "not_found")},
+		{name: "unknown path answered 200", method: "GET", path: "/v2/nothing", status: 200,
+			header: publicHeaders(), body: `{}`, wantErr: "no such operation"},
+		{name: "unknown method answered 404", method: "DELETE", path: "/v1/events/x/schedule", status: 404,
+			header: problemHeaders(), body: problem(404, "not_found"), wantErr: "must be a 405"},
+		{name: "method not allowed", method: "DELETE", path: "/v1/events/x/schedule", status: 405,
+			header: problemHeaders(), body: problem(405, "method_not_allowed")},
+		{name: "readiness", method: "GET", path: "/readyz", status: 503,
+			header: http.Header{"Content-Type": {"application/json"}},
+			body:   `{"status": "not_ready", "checks": {"log": "down", "projection": "catching_up", "cache": "memory"}}`},
+		{name: "liveness", method: "GET", path: "/livez", status: 200,
+			header: http.Header{"Content-Type": {"application/json"}}, body: `{"status": "ok"}`},
+		{name: "metrics", method: "GET", path: "/metrics", status: 200,
+			header: http.Header{"Content-Type": {"text/plain; version=0.0.4; charset=utf-8"}}, body: "up 1\n"},
+		{name: "the document itself", method: "GET", path: "/openapi.yaml", status: 200,
+			header: http.Header{"Content-Type": {"application/yaml"}}, body: "openapi: 3.0.3\n"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel() // the Validator is shared; -race checks it can be
+			req, err := http.NewRequest(tt.method, base+tt.path, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = v.Check(req, tt.status, tt.header, []byte(tt.body))
+			switch {
+			case tt.wantErr == "" && err != nil:
+				t.Errorf("Check() = %v, want nil", err)
+			case tt.wantErr != "" && err == nil:
+				t.Errorf("Check() = nil, want an error containing %q", tt.wantErr)
+			case tt.wantErr != "" && !strings.Contains(err.Error(), tt.wantErr):
+				t.Errorf("Check() = %v, want an error containing %q", err, tt.wantErr)
+			case err != nil && !strings.Contains(err.Error(), tt.method+" "):
+				t.Errorf("Check() = %v, want it to name the method and path", err)
+			}
+		})
+	}
+}
+
+func TestCheckRequest(t *testing.T) {
+	v := mustLoad(t)
+	const input = `{"title": {"es": "Datos abiertos"}, "kind": "breakout", "language": "es", "room": "sala-2",
+		"start": "2025-10-02T11:00:00-06:00", "end": "2025-10-02T12:30:00-06:00"}`
+	jsonCT := http.Header{"Content-Type": {"application/json"}}
+	tests := []struct {
+		name    string
+		method  string
+		path    string
+		header  http.Header
+		body    string
+		wantErr string
+	}{
+		{name: "create session", method: "POST", path: "/v1/events/abierta-2025/sessions?force=true",
+			header: jsonCT, body: input},
+		{name: "unknown field", method: "POST", path: "/v1/events/abierta-2025/sessions", header: jsonCT,
+			body: strings.Replace(input, `{`, `{"colour": "red",`, 1), wantErr: `property "colour" is unsupported`},
+		{name: "missing title", method: "POST", path: "/v1/events/abierta-2025/sessions", header: jsonCT,
+			body: strings.Replace(input, `"title": {"es": "Datos abiertos"},`, ``, 1), wantErr: `"title" is missing`},
+		{name: "empty text", method: "POST", path: "/v1/events/abierta-2025/sessions", header: jsonCT,
+			body: strings.Replace(input, `{"es": "Datos abiertos"}`, `{}`, 1), wantErr: "/title"},
+		{name: "bad force", method: "POST", path: "/v1/events/abierta-2025/sessions?force=maybe",
+			header: jsonCT, body: input, wantErr: "force"},
+		{name: "move as merge patch", method: "PATCH", path: "/v1/events/abierta-2025/sessions/12",
+			header: http.Header{"Content-Type": {"application/merge-patch+json"}, "If-Match": {`"4812"`}},
+			body:   `{"room": "sala-3", "track": null, "reason": {"code": "capacity"}}`},
+		{name: "patch cannot null the title", method: "PATCH", path: "/v1/events/abierta-2025/sessions/12",
+			header: jsonCT, body: `{"title": null}`, wantErr: "/title"},
+		{name: "bad session key", method: "PATCH", path: "/v1/events/abierta-2025/sessions/twelve",
+			header: jsonCT, body: `{"room": "sala-3"}`, wantErr: "session"},
+		{name: "cancel without reason", method: "POST", path: "/v1/events/abierta-2025/sessions/12/cancel",
+			header: jsonCT, body: `{}`, wantErr: `"reason" is missing`},
+		{name: "reinstate without body", method: "POST", path: "/v1/events/abierta-2025/sessions/12/reinstate"},
+		{name: "put event", method: "PUT", path: "/v1/events/abierta-2025", header: jsonCT,
+			body: `{"name": {"es": "Abierta"}, "time_zone": "America/Costa_Rica",
+				"days": [{"date": "2025-10-01", "kind": "conference", "start": "08:30", "end": "18:00"}]}`},
+		{name: "put event with a bad clock", method: "PUT", path: "/v1/events/abierta-2025", header: jsonCT,
+			body: `{"name": {"es": "Abierta"}, "time_zone": "America/Costa_Rica",
+				"days": [{"date": "2025-10-01", "kind": "conference", "start": "8:30", "end": "18:00"}]}`,
+			wantErr: "/days/0/start"},
+		{name: "changes", method: "GET", path: "/v1/events/abierta-2025/changes?since=0&lang=en"},
+		{name: "changes without since", method: "GET", path: "/v1/events/abierta-2025/changes", wantErr: "since"},
+		{name: "unsupported lang", method: "GET", path: "/v1/events?lang=fr", wantErr: "lang"},
+		{name: "bad filter", method: "GET", path: "/v1/events/abierta-2025/sessions?day=tomorrow", wantErr: "day"},
+		{name: "bad slug", method: "GET", path: "/v1/events/Abierta_2025/schedule", wantErr: "event"},
+		{name: "no such operation", method: "GET", path: "/v1/events/abierta-2025/tracks/datos", wantErr: "no such operation"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			req, err := http.NewRequest(tt.method, base+tt.path, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for k, vs := range tt.header {
+				req.Header[k] = vs
+			}
+			err = v.CheckRequest(req, []byte(tt.body))
+			switch {
+			case tt.wantErr == "" && err != nil:
+				t.Errorf("CheckRequest() = %v, want nil", err)
+			case tt.wantErr != "" && err == nil:
+				t.Errorf("CheckRequest() = nil, want an error containing %q", tt.wantErr)
+			case tt.wantErr != "" && !strings.Contains(err.Error(), tt.wantErr):
+				t.Errorf("CheckRequest() = %v, want an error containing %q", err, tt.wantErr)
+			}
+		})
+	}
+}
