@@ -11,6 +11,9 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	// Event time zones must load in minimal images without system tzdata.
+	_ "time/tzdata"
 )
 
 func main() {

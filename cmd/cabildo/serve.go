@@ -37,7 +37,7 @@ type cache interface {
 	Close() error
 }
 
-const snapshotKey = "snapshot:projection"
+const snapshotKey = "projection"
 
 // serve runs one node until ctx ends. Shutdown order: stop being ready, stop accepting
 // and finish in-flight requests, stop consuming, write a last snapshot, drain NATS.

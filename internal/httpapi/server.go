@@ -74,7 +74,7 @@ func New(opts Options) *Server {
 	}
 	s := &Server{opts: opts, log: opts.Logger, m: newMetrics(opts.Registry, opts.Store)}
 	s.app = fiber.New(fiber.Config{
-		AppName:               "cabildo",
+		AppName: "cabildo",
 		// The transport's hard cap is far above the API's limit so that an oversized body
 		// is read and answered with a problem, not cut off with a connection reset.
 		BodyLimit:             16 * opts.BodyLimit,

@@ -1,0 +1,15 @@
+# Cabildo gateway image. The same binary runs the embedded default (in-process NATS and
+# cache, data in /data) or joins external NATS and Redis with --nats-url / --redis-url.
+FROM golang:1.26-bookworm AS build
+WORKDIR /src
+COPY go.mod go.sum ./
+RUN go mod download
+COPY . .
+RUN CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o /out/cabildo ./cmd/cabildo
+
+FROM gcr.io/distroless/static-debian12:nonroot
+COPY --from=build /out/cabildo /cabildo
+VOLUME /data
+EXPOSE 8080
+ENTRYPOINT ["/cabildo"]
+CMD ["serve", "--addr", ":8080", "--data-dir", "/data"]
