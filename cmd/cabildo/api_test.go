@@ -9,56 +9,16 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/cabildo/cabildo/pkg/api"
 )
 
-type pubSession struct {
-	ID           int64  `json:"id"`
-	GUID         string `json:"guid"`
-	Title        string `json:"title"`
-	Kind         string `json:"kind"`
-	Status       string `json:"status"`
-	Room         string `json:"room"`
-	Day          string `json:"day"`
-	Start        string `json:"start"`
-	End          string `json:"end"`
-	Language     string `json:"language"`
-	Version      uint64 `json:"version"`
-	Cancellation *struct {
-		Code string `json:"code"`
-		Text string `json:"text"`
-	} `json:"cancellation"`
-}
-
-type scheduleBody struct {
-	Version  uint64       `json:"version"`
-	Sessions []pubSession `json:"sessions"`
-	Rooms    []struct {
-		ID       string `json:"id"`
-		Streamed bool   `json:"streamed"`
-	} `json:"rooms"`
-}
-
-type changesBody struct {
-	Since   uint64 `json:"since"`
-	Version uint64 `json:"version"`
-	Changes []struct {
-		Version uint64 `json:"version"`
-		Type    string `json:"type"`
-		Session *struct {
-			ID   int64  `json:"id"`
-			GUID string `json:"guid"`
-		} `json:"session"`
-		Room *struct {
-			From string `json:"from"`
-			To   string `json:"to"`
-		} `json:"room"`
-		DelayMinutes int `json:"delay_minutes"`
-		Reason       *struct {
-			Code string `json:"code"`
-			Text string `json:"text"`
-		} `json:"reason"`
-	} `json:"changes"`
-}
+// The public wire types are the ones Go clients use.
+type (
+	pubSession   = api.Session
+	scheduleBody = api.Schedule
+	changesBody  = api.ChangeList
+)
 
 func getSchedule(t *testing.T, n *node) scheduleBody {
 	t.Helper()

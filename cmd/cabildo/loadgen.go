@@ -13,6 +13,8 @@ import (
 	"slices"
 	"sync"
 	"time"
+
+	"github.com/cabildo/cabildo/pkg/api"
 )
 
 // loadgen measures a running node from its own process. Scenarios print one JSON line
@@ -85,27 +87,20 @@ type restLoad struct {
 	token  string
 }
 
-type loadSession struct {
-	ID    int64  `json:"id"`
-	Kind  string `json:"kind"`
-	Start string `json:"start"`
-	End   string `json:"end"`
-}
-
 // prepare reads the schedule once: its ETag for the 304 scenario and sessions to change.
-func (l *restLoad) prepare(ctx context.Context) ([]loadSession, string, error) {
+func (l *restLoad) prepare(ctx context.Context) ([]api.Session, string, error) {
 	req, _ := http.NewRequestWithContext(ctx, "GET", l.base+"/v1/events/"+l.event+"/schedule", nil)
 	resp, err := l.client.Do(req)
 	if err != nil {
 		return nil, "", fmt.Errorf("loadgen: read schedule: %w", err)
 	}
 	defer resp.Body.Close()
-	var body struct{ Sessions []loadSession }
+	var body api.Schedule
 	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil || resp.StatusCode != 200 {
 		return nil, "", fmt.Errorf("loadgen: read schedule: status %d: %v", resp.StatusCode, err)
 	}
 	// Sessions that can move one minute later and back without leaving their day.
-	var out []loadSession
+	var out []api.Session
 	for _, s := range body.Sessions {
 		if end, err := time.Parse(time.RFC3339, s.End); err == nil && end.Hour() < 18 && s.Kind != "break" {
 			out = append(out, s)
@@ -127,7 +122,7 @@ func (l *restLoad) get(ctx context.Context, path, etag string, want int) error {
 
 // nudge moves a session one minute later on odd calls and back on even ones: every call
 // is a real, acknowledged programme change.
-func (l *restLoad) nudge(ctx context.Context, s loadSession, i int) error {
+func (l *restLoad) nudge(ctx context.Context, s api.Session, i int) error {
 	start, _ := time.Parse(time.RFC3339, s.Start)
 	end, _ := time.Parse(time.RFC3339, s.End)
 	if i%2 == 0 {

@@ -2,6 +2,7 @@ package cabildo
 
 import (
 	"slices"
+	"sync"
 	"time"
 )
 
@@ -161,14 +162,22 @@ func (s Session) Speaks(lang Lang) bool {
 	return s.Language == lang || slices.Contains(s.Interpretation, lang)
 }
 
-// Location returns the event's time zone; Validate has made sure it loads.
+// Location returns the event's time zone; Normalize has made sure it loads.
 func (e Event) Location() *time.Location {
+	if loc, ok := locations.Load(e.TimeZone); ok {
+		return loc.(*time.Location)
+	}
 	loc, err := time.LoadLocation(e.TimeZone)
 	if err != nil {
 		return time.UTC
 	}
+	locations.Store(e.TimeZone, loc)
 	return loc
 }
+
+// locations caches loaded time zones: loading one parses tzdata, and every rendered
+// session asks for its event's zone.
+var locations sync.Map
 
 // DayOf returns the day of the event whose opening hours contain [start, end].
 func (e Event) DayOf(start, end time.Time) (Day, bool) {

@@ -15,6 +15,7 @@ import (
 	"github.com/cabildo/cabildo/internal/cabildo"
 	"github.com/cabildo/cabildo/internal/projection"
 	"github.com/cabildo/cabildo/internal/schedule"
+	"github.com/cabildo/cabildo/pkg/api"
 )
 
 // pickLang chooses the response language: ?lang= when given (and valid), else the first
@@ -144,7 +145,7 @@ func (s *Server) listEvents(c *fiber.Ctx) error {
 		return err
 	}
 	var (
-		list     []pubEventSummary
+		list     []api.EventSummary
 		modified time.Time
 	)
 	seq := s.opts.Store.Each(func(st *projection.EventState) {
@@ -153,14 +154,14 @@ func (s *Server) listEvents(c *fiber.Ctx) error {
 			modified = st.Updated
 		}
 	})
-	slices.SortFunc(list, func(a, b pubEventSummary) int { return strings.Compare(a.ID, b.ID) })
+	slices.SortFunc(list, func(a, b api.EventSummary) int { return strings.Compare(a.ID, b.ID) })
 	if list == nil {
-		list = []pubEventSummary{}
+		list = []api.EventSummary{}
 	}
 	if notModified(c, validators{etag: etag(seq, lang, ""), modified: modified}, lang) {
 		return c.SendStatus(fiber.StatusNotModified)
 	}
-	return writeJSON(c, fiber.StatusOK, fiber.MIMEApplicationJSON, fiber.Map{"events": list, "version": seq})
+	return writeJSON(c, fiber.StatusOK, fiber.MIMEApplicationJSON, api.EventList{Events: list, Version: seq})
 }
 
 func (s *Server) getEvent(c *fiber.Ctx) error {
@@ -221,24 +222,24 @@ func (s *Server) getSchedule(c *fiber.Ctx) error {
 
 func renderSchedule(l localizer) any {
 	p := l.st.Programme
-	rooms := make([]pubRoom, 0, len(p.Rooms))
+	rooms := make([]api.Room, 0, len(p.Rooms))
 	for _, r := range sortedValues(p.Rooms) {
 		rooms = append(rooms, l.room(r))
 	}
-	tracks := make([]pubTrack, 0, len(p.Tracks))
+	tracks := make([]api.Track, 0, len(p.Tracks))
 	for _, t := range sortedValues(p.Tracks) {
 		tracks = append(tracks, l.track(t))
 	}
-	speakers := make([]pubSpeaker, 0, len(p.Speakers))
+	speakers := make([]api.Speaker, 0, len(p.Speakers))
 	for _, sp := range sortedValues(p.Speakers) {
 		speakers = append(speakers, l.speaker(sp))
 	}
-	sessions := make([]pubSession, 0, len(p.Sessions))
+	sessions := make([]api.Session, 0, len(p.Sessions))
 	for _, ss := range p.SortedSessions() {
 		sessions = append(sessions, l.session(ss))
 	}
-	return fiber.Map{"event": l.event(), "version": l.st.Version, "lang": l.lang, "rooms": rooms,
-		"tracks": tracks, "speakers": speakers, "sessions": sessions}
+	return api.Schedule{Event: l.event(), Version: l.st.Version, Lang: string(l.lang), Rooms: rooms,
+		Tracks: tracks, Speakers: speakers, Sessions: sessions}
 }
 
 // sessionFilter is the query of GET /sessions.
@@ -293,13 +294,13 @@ func (s *Server) listSessions(c *fiber.Ctx) error {
 	variant := "sessions?" + string(c.Request().URI().QueryString())
 	return s.readEvent(c, variant, func(l localizer) (validators, func() any, error) {
 		return eventValidators(l.st), func() any {
-			out := []pubSession{}
+			out := []api.Session{}
 			for _, ss := range l.st.Programme.SortedSessions() {
 				if sf.match(l.st.Programme, ss) {
 					out = append(out, l.session(ss))
 				}
 			}
-			return fiber.Map{"event": l.st.Programme.Event.ID, "version": l.st.Version, "lang": l.lang, "sessions": out}
+			return api.SessionList{Event: l.st.Programme.Event.ID, Version: l.st.Version, Lang: string(l.lang), Sessions: out}
 		}, nil
 	})
 }
@@ -319,11 +320,11 @@ func (s *Server) getSession(c *fiber.Ctx) error {
 func (s *Server) listRooms(c *fiber.Ctx) error {
 	return s.readEvent(c, "rooms", func(l localizer) (validators, func() any, error) {
 		return eventValidators(l.st), func() any {
-			out := []pubRoom{}
+			out := []api.Room{}
 			for _, r := range sortedValues(l.st.Programme.Rooms) {
 				out = append(out, l.room(r))
 			}
-			return fiber.Map{"event": l.st.Programme.Event.ID, "version": l.st.Version, "lang": l.lang, "rooms": out}
+			return api.RoomList{Event: l.st.Programme.Event.ID, Version: l.st.Version, Lang: string(l.lang), Rooms: out}
 		}, nil
 	})
 }
@@ -343,11 +344,11 @@ func (s *Server) getRoom(c *fiber.Ctx) error {
 func (s *Server) listTracks(c *fiber.Ctx) error {
 	return s.readEvent(c, "tracks", func(l localizer) (validators, func() any, error) {
 		return eventValidators(l.st), func() any {
-			out := []pubTrack{}
+			out := []api.Track{}
 			for _, t := range sortedValues(l.st.Programme.Tracks) {
 				out = append(out, l.track(t))
 			}
-			return fiber.Map{"event": l.st.Programme.Event.ID, "version": l.st.Version, "lang": l.lang, "tracks": out}
+			return api.TrackList{Event: l.st.Programme.Event.ID, Version: l.st.Version, Lang: string(l.lang), Tracks: out}
 		}, nil
 	})
 }
@@ -355,11 +356,11 @@ func (s *Server) listTracks(c *fiber.Ctx) error {
 func (s *Server) listSpeakers(c *fiber.Ctx) error {
 	return s.readEvent(c, "speakers", func(l localizer) (validators, func() any, error) {
 		return eventValidators(l.st), func() any {
-			out := []pubSpeaker{}
+			out := []api.Speaker{}
 			for _, sp := range sortedValues(l.st.Programme.Speakers) {
 				out = append(out, l.speaker(sp))
 			}
-			return fiber.Map{"event": l.st.Programme.Event.ID, "version": l.st.Version, "lang": l.lang, "speakers": out}
+			return api.SpeakerList{Event: l.st.Programme.Event.ID, Version: l.st.Version, Lang: string(l.lang), Speakers: out}
 		}, nil
 	})
 }
@@ -392,12 +393,12 @@ func (s *Server) listChanges(c *fiber.Ctx) error {
 			return validators{}, nil, err
 		}
 		return eventValidators(l.st), func() any {
-			out := make([]pubChange, 0, len(changes))
+			out := make([]api.Change, 0, len(changes))
 			for _, ch := range changes {
 				out = append(out, l.change(ch))
 			}
-			return fiber.Map{"event": l.st.Programme.Event.ID, "since": since, "version": l.st.Version,
-				"lang": l.lang, "changes": out}
+			return api.ChangeList{Event: l.st.Programme.Event.ID, Since: since, Version: l.st.Version,
+				Lang: string(l.lang), Changes: out}
 		}, nil
 	})
 }

@@ -6,119 +6,12 @@ import (
 
 	"github.com/cabildo/cabildo/internal/cabildo"
 	"github.com/cabildo/cabildo/internal/projection"
+	"github.com/cabildo/cabildo/pkg/api"
 )
 
-// Public representations carry text in one language, chosen by ?lang= or Accept-Language,
-// with the other language as fallback. Admin representations, answered to organizer
-// writes, carry both languages as written.
-
-type pubEventSummary struct {
-	ID        string `json:"id"`
-	Name      string `json:"name"`
-	City      string `json:"city,omitempty"`
-	Country   string `json:"country,omitempty"`
-	TimeZone  string `json:"time_zone"`
-	StartDate string `json:"start_date"`
-	EndDate   string `json:"end_date"`
-	Version   uint64 `json:"version"`
-}
-
-type pubDay struct {
-	Date  string          `json:"date"`
-	Kind  cabildo.DayKind `json:"kind"`
-	Title string          `json:"title,omitempty"`
-	Start string          `json:"start"`
-	End   string          `json:"end"`
-}
-
-type pubEvent struct {
-	ID          string    `json:"id"`
-	Name        string    `json:"name"`
-	Description string    `json:"description,omitempty"`
-	TimeZone    string    `json:"time_zone"`
-	Venue       string    `json:"venue,omitempty"`
-	City        string    `json:"city,omitempty"`
-	Country     string    `json:"country,omitempty"`
-	URL         string    `json:"url,omitempty"`
-	Days        []pubDay  `json:"days"`
-	Version     uint64    `json:"version"`
-	UpdatedAt   time.Time `json:"updated_at"`
-}
-
-type pubRoom struct {
-	ID        string `json:"id"`
-	Name      string `json:"name"`
-	Location  string `json:"location,omitempty"`
-	Capacity  int    `json:"capacity,omitempty"`
-	Streamed  bool   `json:"streamed"`
-	StreamURL string `json:"stream_url,omitempty"`
-}
-
-type pubTrack struct {
-	ID    string `json:"id"`
-	Name  string `json:"name"`
-	Color string `json:"color,omitempty"`
-}
-
-type pubSpeaker struct {
-	ID          string `json:"id"`
-	Name        string `json:"name"`
-	Affiliation string `json:"affiliation,omitempty"`
-	Bio         string `json:"bio,omitempty"`
-	Country     string `json:"country,omitempty"`
-}
-
-type pubReason struct {
-	Code cabildo.ReasonCode `json:"code"`
-	Text string             `json:"text,omitempty"`
-}
-
-type pubSession struct {
-	ID              int64               `json:"id"`
-	GUID            string              `json:"guid"`
-	Title           string              `json:"title"`
-	Abstract        string              `json:"abstract,omitempty"`
-	Kind            cabildo.SessionKind `json:"kind"`
-	Status          cabildo.Status      `json:"status"`
-	Cancellation    *pubReason          `json:"cancellation,omitempty"`
-	Language        cabildo.Lang        `json:"language"`
-	Interpretation  []cabildo.Lang      `json:"interpretation,omitempty"`
-	Room            string              `json:"room"`
-	Track           string              `json:"track,omitempty"`
-	Day             string              `json:"day"`
-	Start           string              `json:"start"`
-	End             string              `json:"end"`
-	DurationMinutes int                 `json:"duration_minutes"`
-	Speakers        []string            `json:"speakers"`
-	Tags            []string            `json:"tags,omitempty"`
-	Streamed        bool                `json:"streamed"`
-	Version         uint64              `json:"version"`
-	UpdatedAt       time.Time           `json:"updated_at"`
-}
-
-type pubInterval struct {
-	Start string `json:"start"`
-	End   string `json:"end"`
-}
-
-type pubTimeChange struct {
-	From pubInterval `json:"from"`
-	To   pubInterval `json:"to"`
-}
-
-type pubChange struct {
-	Version      uint64                  `json:"version"`
-	At           time.Time               `json:"at"`
-	Type         cabildo.ChangeType      `json:"type"`
-	Session      *cabildo.SessionRef     `json:"session,omitempty"`
-	Entity       *cabildo.EntityRef      `json:"entity,omitempty"`
-	Room         *cabildo.RoomMove       `json:"room,omitempty"`
-	Time         *pubTimeChange          `json:"time,omitempty"`
-	DelayMinutes int                     `json:"delay_minutes,omitempty"`
-	Speakers     *cabildo.SpeakersChange `json:"speakers,omitempty"`
-	Fields       []string                `json:"fields,omitempty"`
-	Reason       *pubReason              `json:"reason,omitempty"`
-}
+// Public representations (package api) carry text in one language, chosen by ?lang= or
+// Accept-Language, with the other language as fallback. Admin representations, answered to
+// organizer writes, carry both languages as written.
 
 // localizer renders one event's state in one language.
 type localizer struct {
@@ -133,22 +26,22 @@ func newLocalizer(st *projection.EventState, lang cabildo.Lang) localizer {
 
 func (l localizer) instant(t time.Time) string { return t.In(l.loc).Format(time.RFC3339) }
 
-func (l localizer) event() pubEvent {
+func (l localizer) event() api.Event {
 	e := l.st.Programme.Event
-	out := pubEvent{ID: e.ID, Name: e.Name.In(l.lang), Description: e.Description.In(l.lang),
+	out := api.Event{ID: e.ID, Name: e.Name.In(l.lang), Description: e.Description.In(l.lang),
 		TimeZone: e.TimeZone, Venue: e.Venue.In(l.lang), City: e.City, Country: e.Country, URL: e.URL,
-		Days: make([]pubDay, 0, len(e.Days)), Version: l.st.Version, UpdatedAt: l.st.Updated}
+		Days: make([]api.Day, 0, len(e.Days)), Version: l.st.Version, UpdatedAt: l.st.Updated}
 	for _, d := range e.Days {
 		open, close, _ := d.Window(l.loc)
-		out.Days = append(out.Days, pubDay{Date: d.Date, Kind: d.Kind, Title: d.Title.In(l.lang),
+		out.Days = append(out.Days, api.Day{Date: d.Date, Kind: string(d.Kind), Title: d.Title.In(l.lang),
 			Start: l.instant(open), End: l.instant(close)})
 	}
 	return out
 }
 
-func summary(st *projection.EventState, lang cabildo.Lang) pubEventSummary {
+func summary(st *projection.EventState, lang cabildo.Lang) api.EventSummary {
 	e := st.Programme.Event
-	out := pubEventSummary{ID: e.ID, Name: e.Name.In(lang), City: e.City, Country: e.Country,
+	out := api.EventSummary{ID: e.ID, Name: e.Name.In(lang), City: e.City, Country: e.Country,
 		TimeZone: e.TimeZone, Version: st.Version}
 	if n := len(e.Days); n > 0 {
 		out.StartDate, out.EndDate = e.Days[0].Date, e.Days[n-1].Date
@@ -156,47 +49,63 @@ func summary(st *projection.EventState, lang cabildo.Lang) pubEventSummary {
 	return out
 }
 
-func (l localizer) room(r cabildo.Room) pubRoom {
-	return pubRoom{ID: r.ID, Name: r.Name.In(l.lang), Location: r.Location.In(l.lang), Capacity: r.Capacity,
+func (l localizer) room(r cabildo.Room) api.Room {
+	return api.Room{ID: r.ID, Name: r.Name.In(l.lang), Location: r.Location.In(l.lang), Capacity: r.Capacity,
 		Streamed: r.Streamed, StreamURL: r.StreamURL}
 }
 
-func (l localizer) track(t cabildo.Track) pubTrack {
-	return pubTrack{ID: t.ID, Name: t.Name.In(l.lang), Color: t.Color}
+func (l localizer) track(t cabildo.Track) api.Track {
+	return api.Track{ID: t.ID, Name: t.Name.In(l.lang), Color: t.Color}
 }
 
-func (l localizer) speaker(s cabildo.Speaker) pubSpeaker {
-	return pubSpeaker{ID: s.ID, Name: s.Name, Affiliation: s.Affiliation.In(l.lang), Bio: s.Bio.In(l.lang), Country: s.Country}
+func (l localizer) speaker(s cabildo.Speaker) api.Speaker {
+	return api.Speaker{ID: s.ID, Name: s.Name, Affiliation: s.Affiliation.In(l.lang), Bio: s.Bio.In(l.lang), Country: s.Country}
 }
 
-func (l localizer) reason(r *cabildo.Reason) *pubReason {
+func (l localizer) reason(r *cabildo.Reason) *api.Reason {
 	if r == nil {
 		return nil
 	}
-	return &pubReason{Code: r.Code, Text: r.Text.In(l.lang)}
+	return &api.Reason{Code: string(r.Code), Text: r.Text.In(l.lang)}
 }
 
-func (l localizer) session(s cabildo.Session) pubSession {
+func (l localizer) session(s cabildo.Session) api.Session {
 	meta := l.st.Sessions[s.GUID]
 	speakers := s.Speakers
 	if speakers == nil {
 		speakers = []string{}
 	}
-	return pubSession{ID: s.ID, GUID: s.GUID, Title: s.Title.In(l.lang), Abstract: s.Abstract.In(l.lang),
-		Kind: s.Kind, Status: s.Status, Cancellation: l.reason(s.Cancellation), Language: s.Language,
-		Interpretation: s.Interpretation, Room: s.Room, Track: s.Track, Day: l.st.Programme.Day(s),
+	var interp []string
+	for _, lang := range s.Interpretation {
+		interp = append(interp, string(lang))
+	}
+	return api.Session{ID: s.ID, GUID: s.GUID, Title: s.Title.In(l.lang), Abstract: s.Abstract.In(l.lang),
+		Kind: string(s.Kind), Status: string(s.Status), Cancellation: l.reason(s.Cancellation), Language: string(s.Language),
+		Interpretation: interp, Room: s.Room, Track: s.Track, Day: l.st.Programme.Day(s),
 		Start: l.instant(s.Start), End: l.instant(s.End), DurationMinutes: int(s.End.Sub(s.Start) / time.Minute),
 		Speakers: speakers, Tags: s.Tags, Streamed: l.st.Programme.Rooms[s.Room].Streamed,
 		Version: meta.Version, UpdatedAt: meta.Updated}
 }
 
-func (l localizer) change(c cabildo.Change) pubChange {
-	out := pubChange{Version: c.Version, At: c.At, Type: c.Type, Session: c.Session, Entity: c.Entity,
-		Room: c.Room, DelayMinutes: c.DelayMinutes, Speakers: c.Speakers, Fields: c.Fields, Reason: l.reason(c.Reason)}
+func (l localizer) change(c cabildo.Change) api.Change {
+	out := api.Change{Version: c.Version, At: c.At, Type: string(c.Type), DelayMinutes: c.DelayMinutes,
+		Fields: c.Fields, Reason: l.reason(c.Reason)}
+	if c.Session != nil {
+		out.Session = &api.SessionRef{ID: c.Session.ID, GUID: c.Session.GUID}
+	}
+	if c.Entity != nil {
+		out.Entity = &api.EntityRef{Kind: c.Entity.Kind, ID: c.Entity.ID}
+	}
+	if c.Room != nil {
+		out.Room = &api.RoomMove{From: c.Room.From, To: c.Room.To}
+	}
+	if c.Speakers != nil {
+		out.Speakers = &api.SpeakersChange{From: c.Speakers.From, To: c.Speakers.To}
+	}
 	if c.Time != nil {
-		out.Time = &pubTimeChange{
-			From: pubInterval{Start: l.instant(c.Time.From.Start), End: l.instant(c.Time.From.End)},
-			To:   pubInterval{Start: l.instant(c.Time.To.Start), End: l.instant(c.Time.To.End)}}
+		out.Time = &api.TimeChange{
+			From: api.Interval{Start: l.instant(c.Time.From.Start), End: l.instant(c.Time.From.End)},
+			To:   api.Interval{Start: l.instant(c.Time.To.Start), End: l.instant(c.Time.To.End)}}
 	}
 	return out
 }
