@@ -39,7 +39,7 @@ func (p *Programme) CheckSession(s *Session, force bool) error {
 		f.Add("language", "invalid_enum", "language must be es or en")
 	}
 	for i, l := range s.Interpretation {
-		if !validLang(l) || l == s.Language {
+		if !validLang(l) || l == s.Language || slices.Index(s.Interpretation, l) != i {
 			f.Add(fieldIndex("interpretation", i), "invalid_enum", "interpretation lists es or en, other than the session's language")
 		}
 	}

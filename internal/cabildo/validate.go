@@ -4,6 +4,7 @@ import (
 	"net/url"
 	"regexp"
 	"slices"
+	"strings"
 	"time"
 	"unicode/utf8"
 )
@@ -39,7 +40,8 @@ func checkText(f *Fields, field string, t Text, required bool, max int) {
 	if required && t.IsZero() {
 		f.Add(field, "required", "%s needs text in Spanish or English", field)
 	}
-	for lang, s := range map[string]string{"es": t.ES, "en": t.EN} {
+	for _, l := range [...]struct{ lang, s string }{{"es", t.ES}, {"en", t.EN}} {
+		lang, s := l.lang, l.s
 		if !utf8.ValidString(s) {
 			f.Add(field+"."+lang, "invalid_utf8", "%s.%s is not valid UTF-8", field, lang)
 		} else if utf8.RuneCountInString(s) > max {
@@ -76,7 +78,8 @@ func (e *Event) Normalize() error {
 		f.Add("city", "too_long", "city is longer than %d characters", MaxShortText)
 	}
 	loc, err := time.LoadLocation(e.TimeZone)
-	if e.TimeZone == "" || err != nil {
+	// "Local" loads, but would make the event's days depend on each node's clock settings.
+	if e.TimeZone == "" || e.TimeZone == "Local" || err != nil {
 		f.Add("time_zone", "invalid_time_zone", "time_zone must be an IANA time zone such as America/Costa_Rica")
 		loc = time.UTC
 	}
@@ -86,7 +89,10 @@ func (e *Event) Normalize() error {
 	case len(e.Days) > MaxDays:
 		f.Add("days", "too_many", "an event has at most %d days", MaxDays)
 	}
-	var prev time.Time
+	var (
+		prev     time.Time
+		prevDate string
+	)
 	for i, d := range e.Days {
 		field := fieldIndex("days", i)
 		e.Days[i].Title = d.Title.trimmed()
@@ -108,10 +114,10 @@ func (e *Event) Normalize() error {
 		if !close.After(open) {
 			f.Add(field+".end", "before_start", "day must end after it starts")
 		}
-		if i > 0 && !open.After(prev) {
+		if i > 0 && (!open.After(prev) || d.Date == prevDate) {
 			f.Add(field+".date", "not_ascending", "days must be in ascending order, one entry per date")
 		}
-		prev = close
+		prev, prevDate = close, d.Date
 	}
 	return f.Err()
 }
@@ -156,7 +162,15 @@ func (s *Speaker) Normalize() error {
 		f.Add("id", "invalid_slug", "speaker id must be 2-63 lower-case letters, digits or hyphens")
 	}
 	s.Affiliation, s.Bio = s.Affiliation.trimmed(), s.Bio.trimmed()
-	checkText(&f, "name", Text{ES: s.Name}, true, MaxShortText)
+	s.Name = strings.TrimSpace(s.Name)
+	switch {
+	case s.Name == "":
+		f.Add("name", "required", "name is required")
+	case !utf8.ValidString(s.Name):
+		f.Add("name", "invalid_utf8", "name is not valid UTF-8")
+	case utf8.RuneCountInString(s.Name) > MaxShortText:
+		f.Add("name", "too_long", "name is longer than %d characters", MaxShortText)
+	}
 	checkText(&f, "affiliation", s.Affiliation, false, MaxShortText)
 	checkText(&f, "bio", s.Bio, false, MaxLongText)
 	if s.Country != "" && !countryRE.MatchString(s.Country) {

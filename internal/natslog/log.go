@@ -78,7 +78,9 @@ func Open(ctx context.Context, nc *nats.Conn, cfg Config) (*Log, error) {
 // once JetStream has stored it. expect, when not nil, is the sequence the subject's last
 // message must have (0: the subject must be empty); a mismatch is a version conflict.
 // msgID, when not empty, de-duplicates retries: a repeat returns the first sequence and
-// duplicate=true.
+// duplicate=true. A single JetStream node checks expect before msgID, so a retry whose
+// expect is stale by then sees a version conflict instead; callers resolve that from the
+// projection's idempotency record.
 func (l *Log) Append(ctx context.Context, subject string, data []byte, expect *uint64, msgID string) (seq uint64, duplicate bool, err error) {
 	var opts []jetstream.PublishOpt
 	if expect != nil {
@@ -121,6 +123,12 @@ func (l *Log) Info(ctx context.Context) (Info, error) {
 	}
 	return Info{LastSeq: si.State.LastSeq, FirstSeq: si.State.FirstSeq,
 		Identity: strconv.FormatInt(si.Created.UnixNano(), 36)}, nil
+}
+
+// LastSeq is the sequence of the log's last entry.
+func (l *Log) LastSeq(ctx context.Context) (uint64, error) {
+	info, err := l.Info(ctx)
+	return info.LastSeq, err
 }
 
 // Entry is one stored record as read back from the log.

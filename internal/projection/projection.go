@@ -207,7 +207,7 @@ func (s *Store) apply(seq uint64, subject string, at time.Time, rec cabildo.Reco
 		if !ok {
 			st = &EventState{Programme: cabildo.NewProgramme(*rec.EventInfo), Sessions: map[string]Meta{},
 				Rooms: map[string]Meta{}, Tracks: map[string]Meta{}, Speakers: map[string]Meta{},
-				ByID: map[int64]string{}, Horizon: seq - 1}
+				ByID: map[int64]string{}}
 			s.events[rec.Event] = st
 		} else {
 			st.Programme.Event = *rec.EventInfo

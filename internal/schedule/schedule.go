@@ -20,6 +20,8 @@ import (
 // Log is the log of record as the use cases need it.
 type Log interface {
 	Append(ctx context.Context, subject string, data []byte, expect *uint64, msgID string) (seq uint64, duplicate bool, err error)
+	// LastSeq is the sequence of the log's last entry.
+	LastSeq(ctx context.Context) (uint64, error)
 }
 
 // Service runs the programme's write use cases.
@@ -95,6 +97,11 @@ func (s *Service) commit(ctx context.Context, req Request, event string, build b
 	}
 	seq, dup, err := s.log.Append(ctx, subject, data, &expect, msgID)
 	if err != nil {
+		if req.IdempotencyKey != "" && cabildo.ErrorCode(err) == cabildo.CodeVersionConflict {
+			if res, rerr, ok := s.replayAfterCatchUp(ctx, event, req); ok {
+				return res, rerr
+			}
+		}
 		return Result{}, err
 	}
 	wctx, cancel := context.WithTimeout(ctx, s.CatchUp)
@@ -203,7 +210,7 @@ func (s *Service) CreateSession(ctx context.Context, req Request, event string, 
 		if st == nil {
 			return rec, 0, false, errNoEvent(event)
 		}
-		if s.view.SubjectSeq(rec.Subject()) != 0 {
+		if guidTaken(st, in.GUID) {
 			return rec, 0, false, cabildo.Errorf(cabildo.CodeAlreadyExists, "a session with guid %s exists or existed", in.GUID)
 		}
 		return rec, 0, false, st.Programme.CheckSession(&in, force)
@@ -278,4 +285,40 @@ func sameSession(a, b cabildo.Session) bool {
 	x, _ := json.Marshal(a)
 	y, _ := json.Marshal(b)
 	return string(x) == string(y)
+}
+
+// guidTaken reports whether a session with guid exists or existed in the event: removed
+// sessions keep their id in ByID. It runs inside projection.Store.Read, so it must not call
+// back into the Store (a second read lock deadlocks against a waiting Apply).
+func guidTaken(st *projection.EventState, guid string) bool {
+	for _, g := range st.ByID {
+		if g == guid {
+			return true
+		}
+	}
+	return false
+}
+
+// replayAfterCatchUp answers a retry that lost the race against its own original: a single
+// JetStream node checks the expected subject sequence before the message id, so such a
+// retry sees a version conflict rather than a duplicate. Once this node has applied the
+// whole log, the key's record tells what the first request did.
+func (s *Service) replayAfterCatchUp(ctx context.Context, event string, req Request) (Result, error, bool) {
+	last, err := s.log.LastSeq(ctx)
+	if err != nil {
+		return Result{}, nil, false
+	}
+	wctx, cancel := context.WithTimeout(ctx, s.CatchUp)
+	defer cancel()
+	if s.view.WaitFor(wctx, last) != nil {
+		return Result{}, nil, false
+	}
+	r, found := s.view.Idempotent(event, req.IdempotencyKey)
+	if !found {
+		return Result{}, nil, false
+	}
+	if r.RequestHash != req.Hash {
+		return Result{}, errKeyReused(), true
+	}
+	return Result{Seq: r.Seq, Subject: r.Subject, Replayed: true}, nil, true
 }
