@@ -29,6 +29,9 @@ type Options struct {
 	// older than what is kept are told to reload. Default 100,000.
 	MaxChanges int
 	Logger     *slog.Logger
+	// IdempotencyTTL is how long an Idempotency-Key is remembered after its write, far
+	// beyond the log's own de-duplication window. Default 72 h: a whole event.
+	IdempotencyTTL time.Duration
 	// OnApply, when set, is called after each entry is applied, in log order, outside
 	// the store's lock. It must not block for long: it runs on the consuming goroutine.
 	OnApply func(Applied)
@@ -69,7 +72,13 @@ type EventState struct {
 	// in it.
 	Changes []cabildo.Change
 	Horizon uint64
+
+	subjects map[string]uint64 // the store's, read under its lock
 }
+
+// SubjectSeq returns the sequence of the last log entry on a subject: what the next write
+// to it must expect.
+func (st *EventState) SubjectSeq(subject string) uint64 { return st.subjects[subject] }
 
 // Meta is the version and time of an entity's last change.
 type Meta struct {
@@ -79,15 +88,33 @@ type Meta struct {
 
 // Idempotent remembers a write made with an Idempotency-Key.
 type Idempotent struct {
-	Seq         uint64 `json:"seq"`
-	RequestHash string `json:"hash"`
-	Subject     string `json:"subject"`
+	Seq         uint64    `json:"seq"`
+	RequestHash string    `json:"hash"`
+	Subject     string    `json:"subject"`
+	At          time.Time `json:"at"`
+}
+
+// pruneIdempotency forgets keys older than the retention, judged by log time so every
+// node forgets the same keys at the same entry.
+func (s *Store) pruneIdempotency(seq uint64, at time.Time) {
+	if seq%1024 != 0 {
+		return
+	}
+	cutoff := at.Add(-s.opts.IdempotencyTTL)
+	for k, r := range s.idem {
+		if r.At.Before(cutoff) {
+			delete(s.idem, k)
+		}
+	}
 }
 
 // New returns an empty store.
 func New(opts Options) *Store {
 	if opts.MaxChanges <= 0 {
 		opts.MaxChanges = 100_000
+	}
+	if opts.IdempotencyTTL <= 0 {
+		opts.IdempotencyTTL = 72 * time.Hour
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
@@ -177,6 +204,10 @@ func (s *Store) Apply(seq uint64, subject string, at time.Time, data []byte) {
 	if err == nil {
 		changes, err = s.apply(seq, subject, at, rec)
 	}
+	// The log counts a skipped entry on its subject too; so must the expected sequence
+	// of the next write there, or that aggregate could never be written again.
+	s.subjects[subject] = seq
+	s.pruneIdempotency(seq, at)
 	s.seq = seq
 	close(s.advanced)
 	s.advanced = make(chan struct{})
@@ -207,7 +238,7 @@ func (s *Store) apply(seq uint64, subject string, at time.Time, rec cabildo.Reco
 		if !ok {
 			st = &EventState{Programme: cabildo.NewProgramme(*rec.EventInfo), Sessions: map[string]Meta{},
 				Rooms: map[string]Meta{}, Tracks: map[string]Meta{}, Speakers: map[string]Meta{},
-				ByID: map[int64]string{}}
+				ByID: map[int64]string{}, subjects: s.subjects}
 			s.events[rec.Event] = st
 		} else {
 			st.Programme.Event = *rec.EventInfo
@@ -271,9 +302,8 @@ func (s *Store) apply(seq uint64, subject string, at time.Time, rec cabildo.Reco
 		st.Horizon = cut
 		st.Changes = append([]cabildo.Change(nil), st.Changes[i:]...)
 	}
-	s.subjects[subject] = seq
 	if rec.IdempotencyKey != "" {
-		s.idem[rec.Event+"\x00"+rec.IdempotencyKey] = Idempotent{Seq: seq, RequestHash: rec.RequestHash, Subject: subject}
+		s.idem[rec.Event+"\x00"+rec.IdempotencyKey] = Idempotent{Seq: seq, RequestHash: rec.RequestHash, Subject: subject, At: at}
 	}
 	return changes, nil
 }

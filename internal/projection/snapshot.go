@@ -79,7 +79,8 @@ func (s *Store) Restore(data []byte) (uint64, error) {
 		fill(p.Sessions, e.Sessions)
 		s.events[id] = &EventState{Programme: p, Version: e.Version, Updated: e.Updated,
 			Sessions: orEmpty(e.SessionMeta), Rooms: orEmpty(e.RoomMeta), Tracks: orEmpty(e.TrackMeta),
-			Speakers: orEmpty(e.SpeakerMeta), ByID: orEmptyIDs(e.ByID), Changes: e.Changes, Horizon: e.Horizon, EventVersion: e.EventVer}
+			Speakers: orEmpty(e.SpeakerMeta), ByID: orEmptyIDs(e.ByID), Changes: e.Changes, Horizon: e.Horizon, EventVersion: e.EventVer,
+			subjects: s.subjects}
 	}
 	fill(s.subjects, st.Subjects)
 	fill(s.idem, st.Idem)

@@ -153,7 +153,7 @@ func (s *Service) PutEvent(ctx context.Context, req Request, ev cabildo.Event) (
 		if st == nil {
 			return rec, 0, false, nil
 		}
-		return rec, st.Meta(), false, nil
+		return rec, st.SubjectSeq(rec.Subject()), false, nil
 	})
 }
 
@@ -162,8 +162,7 @@ func (s *Service) PutRoom(ctx context.Context, req Request, event string, r cabi
 	if err := r.Normalize(); err != nil {
 		return Result{}, err
 	}
-	return s.putEntity(ctx, req, event, cabildo.Record{Type: cabildo.RecordRoomPut, Room: &r},
-		func(st *projection.EventState) uint64 { return st.Rooms[r.ID].Version })
+	return s.putEntity(ctx, req, event, cabildo.Record{Type: cabildo.RecordRoomPut, Room: &r})
 }
 
 // PutTrack creates or replaces a track.
@@ -171,8 +170,7 @@ func (s *Service) PutTrack(ctx context.Context, req Request, event string, t cab
 	if err := t.Normalize(); err != nil {
 		return Result{}, err
 	}
-	return s.putEntity(ctx, req, event, cabildo.Record{Type: cabildo.RecordTrackPut, Track: &t},
-		func(st *projection.EventState) uint64 { return st.Tracks[t.ID].Version })
+	return s.putEntity(ctx, req, event, cabildo.Record{Type: cabildo.RecordTrackPut, Track: &t})
 }
 
 // PutSpeaker creates or replaces a speaker.
@@ -180,17 +178,16 @@ func (s *Service) PutSpeaker(ctx context.Context, req Request, event string, sp 
 	if err := sp.Normalize(); err != nil {
 		return Result{}, err
 	}
-	return s.putEntity(ctx, req, event, cabildo.Record{Type: cabildo.RecordSpeakerPut, Speaker: &sp},
-		func(st *projection.EventState) uint64 { return st.Speakers[sp.ID].Version })
+	return s.putEntity(ctx, req, event, cabildo.Record{Type: cabildo.RecordSpeakerPut, Speaker: &sp})
 }
 
-func (s *Service) putEntity(ctx context.Context, req Request, event string, rec cabildo.Record, version func(*projection.EventState) uint64) (Result, error) {
+func (s *Service) putEntity(ctx context.Context, req Request, event string, rec cabildo.Record) (Result, error) {
 	rec.Event = event
 	return s.commit(ctx, req, event, func(st *projection.EventState) (cabildo.Record, uint64, bool, error) {
 		if st == nil {
 			return rec, 0, false, errNoEvent(event)
 		}
-		return rec, version(st), false, nil
+		return rec, st.SubjectSeq(rec.Subject()), false, nil
 	})
 }
 
@@ -246,6 +243,7 @@ func (s *Service) ChangeSession(ctx context.Context, req Request, event string, 
 		}
 		next := cur.Clone()
 		rec.Session = &next
+		expect := st.SubjectSeq(rec.Subject())
 		if c.IfMatch != nil && *c.IfMatch != meta.Version {
 			return rec, 0, false, &cabildo.Error{Code: cabildo.CodeVersionConflict,
 				Message: fmt.Sprintf("the session is at version %d, not %d; reload and retry", meta.Version, *c.IfMatch)}
@@ -255,7 +253,10 @@ func (s *Service) ChangeSession(ctx context.Context, req Request, event string, 
 			if cur.Status == cabildo.StatusCancelled {
 				return rec, meta.Version, true, nil
 			}
+			// Cancelling needs no other check: it frees a room, and it must work even for
+			// a session the event's changed days left outside its hours.
 			next.Status, next.Cancellation = cabildo.StatusCancelled, c.Reason
+			return rec, expect, false, nil
 		case cabildo.RecordSessionReinstated:
 			if cur.Status == cabildo.StatusScheduled {
 				return rec, meta.Version, true, nil
@@ -267,7 +268,7 @@ func (s *Service) ChangeSession(ctx context.Context, req Request, event string, 
 			}
 			next.GUID, next.ID, next.Status, next.Cancellation = cur.GUID, cur.ID, cur.Status, cur.Cancellation
 		case cabildo.RecordSessionDeleted:
-			return rec, meta.Version, false, nil
+			return rec, expect, false, nil
 		default:
 			return rec, 0, false, fmt.Errorf("schedule: unknown session change %q", c.Type)
 		}
@@ -277,7 +278,7 @@ func (s *Service) ChangeSession(ctx context.Context, req Request, event string, 
 		if c.Type == cabildo.RecordSessionUpdated && sameSession(cur, next) {
 			return rec, meta.Version, true, nil
 		}
-		return rec, meta.Version, false, nil
+		return rec, expect, false, nil
 	})
 }
 

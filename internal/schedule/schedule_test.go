@@ -911,3 +911,46 @@ func TestConcurrentCreates(t *testing.T) {
 		t.Errorf("%d sessions, want %d", n, workers*each)
 	}
 }
+
+// A log entry this node cannot apply (say, a record type from a newer version) still
+// counts on its subject; the next write there must expect it, not conflict forever.
+func TestWriteAfterSkippedEntry(t *testing.T) {
+	h := seeded(t)
+	ctx := testCtx(t)
+	s := h.create(t, newSession(t, "sala-1", "09:00"))
+	subject := cabildo.SessionSubject(ev, s.GUID)
+	seq, _, err := h.log.Append(ctx, subject, []byte(`{"type":"session.renamed_in_the_future","event":"`+ev+`"}`), nil, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.store.WaitFor(ctx, seq); err != nil {
+		t.Fatal(err)
+	}
+	must(t)(h.svc.ChangeSession(ctx, schedule.Request{}, ev, schedule.Change{Ref: fmt.Sprint(s.ID),
+		Type: cabildo.RecordSessionUpdated, Patch: func(x *cabildo.Session) { x.Room = "sala-2" }}))
+	if got, _ := h.session(t, fmt.Sprint(s.ID)); got.Room != "sala-2" {
+		t.Fatalf("room %q after the move, want sala-2", got.Room)
+	}
+}
+
+// Shrinking the event's days can leave sessions outside its hours; they can still be
+// cancelled and deleted (both only take something off the programme).
+func TestCancelSessionOutsideChangedDays(t *testing.T) {
+	h := seeded(t)
+	ctx := testCtx(t)
+	s := h.create(t, newSession(t, "sala-1", "09:00"))
+	shorter := testEvent()
+	shorter.Days = shorter.Days[:1] // the session's day is gone
+	must(t)(h.svc.PutEvent(ctx, schedule.Request{}, shorter))
+	reason := &cabildo.Reason{Code: cabildo.ReasonOrganizer}
+	must(t)(h.svc.ChangeSession(ctx, schedule.Request{}, ev, schedule.Change{Ref: fmt.Sprint(s.ID),
+		Type: cabildo.RecordSessionCancelled, Reason: reason}))
+	if got, _ := h.session(t, fmt.Sprint(s.ID)); got.Status != cabildo.StatusCancelled {
+		t.Fatalf("status %q, want cancelled", got.Status)
+	}
+	_, err := h.svc.ChangeSession(ctx, schedule.Request{}, ev, schedule.Change{Ref: fmt.Sprint(s.ID),
+		Type: cabildo.RecordSessionReinstated})
+	wantCode(t, err, cabildo.CodeValidation)
+	must(t)(h.svc.ChangeSession(ctx, schedule.Request{}, ev, schedule.Change{Ref: fmt.Sprint(s.ID),
+		Type: cabildo.RecordSessionDeleted}))
+}
