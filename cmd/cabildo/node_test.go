@@ -262,5 +262,9 @@ func truncate(b []byte) string {
 func auth(tok string) map[string]string { return map[string]string{"Authorization": "Bearer " + tok} }
 
 func TestMain(m *testing.M) {
-	os.Exit(m.Run())
+	code := m.Run()
+	if binPath != "" {
+		os.RemoveAll(filepath.Dir(binPath))
+	}
+	os.Exit(code)
 }

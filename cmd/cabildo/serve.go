@@ -70,6 +70,9 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	} else {
 		nc, err = nats.Connect(cfg.NATSURL, nats.Name("cabildo"), nats.MaxReconnects(-1),
 			nats.ReconnectWait(250*time.Millisecond), nats.RetryOnFailedConnect(true),
+			// No reconnect buffer: a write that failed while NATS was away must fail for
+			// good, not be stored later behind the back of a client told to retry.
+			nats.ReconnectBufSize(-1),
 			nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { log.Warn("NATS disconnected", "err", err) }),
 			nats.ReconnectHandler(func(*nats.Conn) { log.Info("NATS reconnected") }))
 		if err != nil {

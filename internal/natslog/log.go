@@ -22,6 +22,9 @@ type Config struct {
 	Prefix   string        // subject prefix, default "cabildo"
 	Replicas int           // 1 embedded, 3 in a cluster
 	Dedupe   time.Duration // window in which JetStream drops a repeated message id, default 10m
+	// AppendTimeout bounds one append, so a client hears "unavailable, retry" within
+	// seconds when NATS is gone instead of waiting on its own timeout. Default 3 s.
+	AppendTimeout time.Duration
 }
 
 func (c *Config) defaults() {
@@ -36,6 +39,9 @@ func (c *Config) defaults() {
 	}
 	if c.Dedupe == 0 {
 		c.Dedupe = 10 * time.Minute
+	}
+	if c.AppendTimeout == 0 {
+		c.AppendTimeout = 3 * time.Second
 	}
 }
 
@@ -90,6 +96,8 @@ func (l *Log) Append(ctx context.Context, subject string, data []byte, expect *u
 		opts = append(opts, jetstream.WithMsgID(msgID))
 	}
 	full := l.cfg.Prefix + "." + subject
+	ctx, cancel := context.WithTimeout(ctx, l.cfg.AppendTimeout)
+	defer cancel()
 	ack, err := l.js.Publish(ctx, full, data, opts...)
 	if err != nil {
 		var apiErr *jetstream.APIError
@@ -110,8 +118,10 @@ func (l *Log) Append(ctx context.Context, subject string, data []byte, expect *u
 type Info struct {
 	LastSeq  uint64
 	FirstSeq uint64
-	// Identity changes when the stream is recreated (say, restored from a backup), which
-	// makes every snapshot and client version from before meaningless.
+	// Identity changes when the stream is deleted and created again, which makes every
+	// snapshot and client version from before meaningless. (A store directory restored
+	// from a file copy keeps its stream's creation time: detecting that is the gateway's
+	// job, by comparing sequences.)
 	Identity string
 }
 
