@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -84,10 +85,11 @@ func Open(ctx context.Context, nc *nats.Conn, cfg Config) (*Log, error) {
 // once JetStream has stored it. expect, when not nil, is the sequence the subject's last
 // message must have (0: the subject must be empty); a mismatch is a version conflict.
 // msgID, when not empty, de-duplicates retries: a repeat returns the first sequence and
-// duplicate=true. A single JetStream node checks expect before msgID, so a retry whose
-// expect is stale by then sees a version conflict instead; callers resolve that from the
-// projection's idempotency record.
+// duplicate=true, also when expect has gone stale because the original was stored.
 func (l *Log) Append(ctx context.Context, subject string, data []byte, expect *uint64, msgID string) (seq uint64, duplicate bool, err error) {
+	if err := validSubject(subject); err != nil {
+		return 0, false, err
+	}
 	var opts []jetstream.PublishOpt
 	if expect != nil {
 		opts = append(opts, jetstream.WithExpectLastSequencePerSubject(*expect))
@@ -103,6 +105,9 @@ func (l *Log) Append(ctx context.Context, subject string, data []byte, expect *u
 		var apiErr *jetstream.APIError
 		if errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
 			apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant) {
+			if seq, ok := l.storedRetry(ctx, full, expect, msgID); ok {
+				return seq, true, nil
+			}
 			return 0, false, &cabildo.Error{Code: cabildo.CodeVersionConflict,
 				Message: "someone else changed this first; reload and retry", Err: err}
 		}
@@ -112,6 +117,32 @@ func (l *Log) Append(ctx context.Context, subject string, data []byte, expect *u
 		return 0, false, unavailable(fmt.Errorf("natslog: append %s: %w", full, err))
 	}
 	return ack.Sequence, ack.Duplicate, nil
+}
+
+// storedRetry recognises a retry whose original is already stored. A single JetStream
+// node checks the expected subject sequence before the message id (a cluster does the
+// reverse), so the retry fails as a conflict; but its original, if stored, is the first
+// message on the subject after expect, and carries the same message id.
+func (l *Log) storedRetry(ctx context.Context, subject string, expect *uint64, msgID string) (uint64, bool) {
+	if expect == nil || msgID == "" {
+		return 0, false
+	}
+	m, err := l.stream.GetMsg(ctx, *expect+1, jetstream.WithGetMsgSubject(subject))
+	if err != nil || m.Header.Get(jetstream.MsgIDHeader) != msgID {
+		return 0, false
+	}
+	return m.Sequence, true
+}
+
+// validSubject refuses subjects that are not one concrete subject: a wildcard would be
+// stored as-is and an empty token would look like an outage.
+func validSubject(subject string) error {
+	for tok := range strings.SplitSeq(subject, ".") {
+		if tok == "" || strings.ContainsAny(tok, "*> \t\r\n") {
+			return fmt.Errorf("natslog: invalid subject %q", subject)
+		}
+	}
+	return nil
 }
 
 // Info is the log's position and identity.

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"os"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -65,6 +67,9 @@ func testLog(t *testing.T, open func(t *testing.T) (*Log, func())) {
 		after := mustInfo(t, l)
 		if after.LastSeq != want[4] {
 			t.Errorf("Info().LastSeq = %d, want %d", after.LastSeq, want[4])
+		}
+		if last, err := l.LastSeq(t.Context()); err != nil || last != want[4] {
+			t.Errorf("LastSeq() = %d, %v, want %d", last, err, want[4])
 		}
 		if after.Identity == "" {
 			t.Fatal("Info().Identity is empty")
@@ -218,8 +223,6 @@ func testLog(t *testing.T, open func(t *testing.T) (*Log, func())) {
 	})
 
 	t.Run("RetryWithStaleExpect", func(t *testing.T) {
-		if false { t.Skip("BUG: a single-node JetStream checks the expected subject sequence before the message id, " +
-			"so an idempotent retry of a stored append gets version_conflict instead of its seq; see the report") }
 		// An idempotent retry repeats the request exactly, expect included. Once the first
 		// attempt is stored the subject has moved on, so the retry's expect is always stale.
 		l, _ := open(t)
@@ -401,6 +404,27 @@ func testLog(t *testing.T, open func(t *testing.T) (*Log, func())) {
 		}
 	})
 
+	t.Run("InvalidSubject", func(t *testing.T) {
+		l, _ := open(t)
+		for _, subj := range []string{"", "ev..x", "ev.x.", ".ev", "ev.*", "ev.>", "ev.a b"} {
+			t.Run(fmt.Sprintf("%q", subj), func(t *testing.T) {
+				before := mustInfo(t, l)
+				ctx, cancel := context.WithTimeout(t.Context(), 2*time.Second)
+				defer cancel()
+				seq, _, err := l.Append(ctx, subj, []byte("x"), nil, "")
+				switch {
+				case err == nil:
+					t.Errorf("stored as seq %d, want an error", seq)
+				case cabildo.ErrorCode(err) == cabildo.CodeUnavailable:
+					t.Errorf("a malformed subject is not an outage to retry: %v", err)
+				}
+				if after := mustInfo(t, l); after.LastSeq != before.LastSeq {
+					t.Errorf("LastSeq %d -> %d, want nothing stored", before.LastSeq, after.LastSeq)
+				}
+			})
+		}
+	})
+
 	t.Run("StreamSettings", func(t *testing.T) {
 		l, _ := open(t)
 		if diff := cmp.Diff(settingsOf(streamConfig(t, l)), streamSettings{
@@ -459,55 +483,18 @@ func TestIdentity(t *testing.T) {
 }
 
 // Scenario 4: with the server gone, writes fail fast with a retryable error; when it comes
-// back on the same dir and port writes succeed again and a consumer running across the
-// outage carries on without a gap or a duplicate.
+// back on the same dir and port writes succeed again, and consumers carry on without a gap or
+// a duplicate, whether they ran across the outage or started during it.
 func TestUnavailable(t *testing.T) {
-	dir := t.TempDir()
-	n := startNode(t, dir, "127.0.0.1:0")
-	u, err := url.Parse(n.emb.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	n.listen = net.JoinHostPort("127.0.0.1", u.Port())
-	// The options cmd/cabildo uses for an external NATS.
-	nc, err := nats.Connect(u.String(), nats.MaxReconnects(-1), nats.ReconnectWait(250*time.Millisecond))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	l := mustOpen(t, nc, Config{})
+	n := startListening(t)
+	l := mustOpen(t, connectURL(t, n, serveOptions...), Config{})
 
-	var (
-		mu     sync.Mutex
-		seen   []uint64
-		data   = map[uint64]string{}
-		consum = make(chan error, 1)
-	)
-	ctx, cancel := context.WithCancel(t.Context())
-	defer cancel()
-	go func() {
-		consum <- l.Consume(ctx, 0, func(e Entry) error {
-			mu.Lock()
-			defer mu.Unlock()
-			seen = append(seen, e.Seq)
-			data[e.Seq] = string(e.Data)
-			return nil
-		})
-	}()
-	consumed := func(n int) func() error {
-		return func() error {
-			mu.Lock()
-			defer mu.Unlock()
-			if len(seen) < n {
-				return fmt.Errorf("consumer has %d of %d entries", len(seen), n)
-			}
-			return nil
-		}
-	}
+	across := consume(t, l, 0)
+	cancelled := consume(t, l, 0)
 	for i := range 10 {
 		mustAppend(t, l, "ev.question", fmt.Appendf(nil, "before %d", i), nil, "")
 	}
-	checkFor(t, 5*time.Second, 20*time.Millisecond, consumed(10))
+	checkFor(t, 5*time.Second, 20*time.Millisecond, across.has(10))
 
 	n.emb.Shutdown()
 	for _, tc := range []struct {
@@ -521,10 +508,10 @@ func TestUnavailable(t *testing.T) {
 		{"Info", func(ctx context.Context) error { _, err := l.Info(ctx); return err }},
 	} {
 		t.Run(tc.name+" during the outage", func(t *testing.T) {
-			actx, acancel := context.WithTimeout(t.Context(), time.Second)
-			defer acancel()
+			ctx, cancel := context.WithTimeout(t.Context(), time.Second)
+			defer cancel()
 			start := time.Now()
-			err := tc.call(actx)
+			err := tc.call(ctx)
 			took := time.Since(start)
 			t.Logf("%s failed after %v: %v", tc.name, took, err)
 			if err := checkCode(err, cabildo.CodeUnavailable); err != nil {
@@ -539,14 +526,19 @@ func TestUnavailable(t *testing.T) {
 			}
 		})
 	}
+	t.Run("Consume cancelled during the outage", func(t *testing.T) {
+		if err := cancelled.stop(2 * time.Second); err != nil {
+			t.Error(err)
+		}
+	})
+	during := consume(t, l, 0)
 
-	n.emb = nil
 	back := time.Now()
 	n.start()
 	checkFor(t, 5*time.Second, 50*time.Millisecond, func() error {
-		actx, acancel := context.WithTimeout(t.Context(), time.Second)
-		defer acancel()
-		_, _, err := l.Append(actx, "ev.question", []byte("after 0"), nil, "")
+		ctx, cancel := context.WithTimeout(t.Context(), time.Second)
+		defer cancel()
+		_, _, err := l.Append(ctx, "ev.question", []byte("after 0"), nil, "")
 		return err
 	})
 	t.Logf("appends succeed again %v after the server is back", time.Since(back))
@@ -554,32 +546,123 @@ func TestUnavailable(t *testing.T) {
 		mustAppend(t, l, "ev.question", fmt.Appendf(nil, "after %d", i), nil, "")
 	}
 	last := mustInfo(t, l).LastSeq
-	checkFor(t, 15*time.Second, 50*time.Millisecond, consumed(int(last)))
-	t.Logf("consumer caught up %v after the server is back", time.Since(back))
-
-	mu.Lock()
 	want := make([]uint64, last)
 	for i := range want {
 		want[i] = uint64(i + 1)
 	}
-	if diff := cmp.Diff(seen, want); diff != "" {
-		t.Errorf("sequences seen by the consumer across the outage (-got +want):\n%s", diff)
+	for _, c := range []struct {
+		name string
+		c    *consumer
+	}{{"running across the outage", across}, {"started during the outage", during}} {
+		t.Run("Consume "+c.name, func(t *testing.T) {
+			checkFor(t, 15*time.Second, 50*time.Millisecond, c.c.has(int(last)))
+			t.Logf("caught up %v after the server is back", time.Since(back))
+			if diff := cmp.Diff(c.c.seqs(), want); diff != "" {
+				t.Errorf("sequences (-got +want):\n%s", diff)
+			}
+			if err := c.c.stop(2 * time.Second); err != nil {
+				t.Error(err)
+			}
+		})
 	}
-	for seq := uint64(1); seq <= last; seq++ {
-		if data[seq] == "during the outage" {
-			t.Logf("note: the append that failed during the outage was stored later as seq %d "+
-				"(nats.go buffered it while reconnecting)", seq)
+	// Even an append made before the client noticed the server was gone stays failed.
+	for _, e := range readEntries(t, l, 0, int(last)) {
+		if string(e.Data) == "during the outage" {
+			t.Errorf("the append that failed during the outage was stored as seq %d", e.Seq)
 		}
 	}
-	mu.Unlock()
+}
+
+// serveOptions are the options cmd/cabildo connects to an external NATS with.
+var serveOptions = []nats.Option{nats.MaxReconnects(-1), nats.ReconnectWait(250 * time.Millisecond),
+	nats.ReconnectBufSize(-1)}
+
+// An append that returned an error because the server was gone must not be stored when the
+// server comes back: the caller was told it failed and may do something else instead. With
+// nats.go's default reconnect buffer it would be: the publish waits in the buffer and goes
+// out on reconnect, which is why cmd/cabildo turns the buffer off.
+func TestFailedAppendNotStoredLater(t *testing.T) {
+	n := startListening(t)
+	nc := connectURL(t, n, serveOptions...)
+	l := mustOpen(t, nc, Config{})
+	mustAppend(t, l, "ev.question", []byte("before"), nil, "")
+
+	n.emb.Shutdown()
+	waitDisconnected(t, nc)
+	ctx, cancel := context.WithTimeout(t.Context(), time.Second)
+	_, _, err := l.Append(ctx, "ev.question", []byte("failed"), nil, "")
 	cancel()
-	select {
-	case err := <-consum:
-		if !errors.Is(err, context.Canceled) {
-			t.Errorf("Consume = %v, want context.Canceled", err)
+	if err := checkCode(err, cabildo.CodeUnavailable); err != nil {
+		t.Fatal(err)
+	}
+
+	n.start()
+	checkFor(t, 5*time.Second, 50*time.Millisecond, func() error {
+		ctx, cancel := context.WithTimeout(t.Context(), time.Second)
+		defer cancel()
+		_, _, err := l.Append(ctx, "ev.question", []byte("after"), nil, "")
+		return err
+	})
+	for _, e := range readEntries(t, l, 0, int(mustInfo(t, l).LastSeq)) {
+		if string(e.Data) == "failed" {
+			t.Errorf("the append that failed during the outage was stored as seq %d", e.Seq)
 		}
-	case <-time.After(2 * time.Second):
-		t.Error("Consume did not return within 2s of cancel")
+	}
+}
+
+// Config.AppendTimeout bounds an append whose context has no deadline, so a caller that
+// forgot one still hears "unavailable" instead of hanging while NATS is away. The connection
+// keeps nats.go's reconnect buffer here, so the publish waits rather than failing at once.
+func TestAppendTimeout(t *testing.T) {
+	n := startListening(t)
+	nc := connectURL(t, n, nats.MaxReconnects(-1), nats.ReconnectWait(250*time.Millisecond))
+	l := mustOpen(t, nc, Config{AppendTimeout: 500 * time.Millisecond})
+	n.emb.Shutdown()
+	waitDisconnected(t, nc)
+	start := time.Now()
+	_, _, err := l.Append(context.Background(), "ev.question", []byte("x"), nil, "")
+	took := time.Since(start)
+	if err := checkCode(err, cabildo.CodeUnavailable); err != nil {
+		t.Error(err)
+	}
+	if took > 1500*time.Millisecond {
+		t.Errorf("append without a deadline failed after %v, want about the 500ms AppendTimeout", took)
+	}
+}
+
+// Scenario 8: a store dir restored from a copy taken earlier is a log that went backwards.
+// As Info documents, Identity stays the same (the copy keeps the stream's creation time); what
+// tells it is LastSeq falling below what gateways and clients have seen.
+func TestRestoredBackup(t *testing.T) {
+	dir := t.TempDir()
+	n := startNode(t, dir, "")
+	l := n.open(Config{})
+	for i := range 5 {
+		mustAppend(t, l, "ev.a", fmt.Appendf(nil, "original %d", i), nil, "")
+	}
+	n.emb.Shutdown()
+	backup := filepath.Join(t.TempDir(), "backup")
+	if err := os.CopyFS(backup, os.DirFS(dir)); err != nil {
+		t.Fatal(err)
+	}
+	n.start()
+	l = n.open(Config{})
+	for i := range 10 {
+		mustAppend(t, l, "ev.a", fmt.Appendf(nil, "lost %d", i), nil, "")
+	}
+	before := mustInfo(t, l)
+
+	n.emb.Shutdown()
+	if err := os.RemoveAll(dir); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.CopyFS(dir, os.DirFS(backup)); err != nil {
+		t.Fatal(err)
+	}
+	n.start()
+	after := mustInfo(t, n.open(Config{}))
+	if diff := cmp.Diff(after, Info{LastSeq: 5, FirstSeq: 1, Identity: before.Identity}); diff != "" {
+		t.Errorf("Info after restoring the backup (-got +want):\n%s", diff)
 	}
 }
 
@@ -665,6 +748,41 @@ func (n *node) restart(drain bool) {
 	n.start()
 }
 
+// startListening starts a node that listens on a random port and keeps that port across
+// restarts, so clients connected by URL see the server go away and come back.
+func startListening(t testing.TB) *node {
+	t.Helper()
+	n := startNode(t, t.TempDir(), "127.0.0.1:0")
+	u, err := url.Parse(n.emb.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.listen = net.JoinHostPort(u.Hostname(), u.Port())
+	return n
+}
+
+// waitDisconnected waits until the client has noticed that its server is gone.
+func waitDisconnected(t testing.TB, nc *nats.Conn) {
+	t.Helper()
+	checkFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+		if s := nc.Status(); s == nats.CONNECTED {
+			return fmt.Errorf("client still %v", s)
+		}
+		return nil
+	})
+}
+
+// connectURL connects to a listening node over TCP, as another process would.
+func connectURL(t testing.TB, n *node, opts ...nats.Option) *nats.Conn {
+	t.Helper()
+	nc, err := nats.Connect(n.emb.ClientURL(), opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	return nc
+}
+
 func (n *node) open(cfg Config) *Log {
 	n.t.Helper()
 	return mustOpen(n.t, n.nc, cfg)
@@ -723,6 +841,67 @@ func readEntries(t testing.TB, l *Log, from uint64, n int) []Entry {
 		t.Fatalf("consume from %d: got %d of %d entries: %v", from, len(got), n, err)
 	}
 	return got
+}
+
+// consumer runs Consume in the background and records what it delivers.
+type consumer struct {
+	cancel context.CancelFunc
+	done   chan error
+	mu     sync.Mutex
+	got    []uint64
+}
+
+func consume(t testing.TB, l *Log, from uint64) *consumer {
+	ctx, cancel := context.WithCancel(context.Background())
+	c := &consumer{cancel: cancel, done: make(chan error, 1)}
+	go func() {
+		c.done <- l.Consume(ctx, from, func(e Entry) error {
+			c.mu.Lock()
+			defer c.mu.Unlock()
+			c.got = append(c.got, e.Seq)
+			return nil
+		})
+	}()
+	t.Cleanup(func() { cancel(); <-c.done })
+	return c
+}
+
+func (c *consumer) seqs() []uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]uint64(nil), c.got...)
+}
+
+// has is a checkFor condition: the consumer delivered at least n entries.
+func (c *consumer) has(n int) func() error {
+	return func() error {
+		select {
+		case err := <-c.done:
+			c.done <- err
+			return fmt.Errorf("Consume returned %v", err)
+		default:
+		}
+		if got := len(c.seqs()); got < n {
+			return fmt.Errorf("consumer has %d of %d entries", got, n)
+		}
+		return nil
+	}
+}
+
+// stop cancels the consumer and checks that Consume returns context.Canceled within max.
+func (c *consumer) stop(max time.Duration) error {
+	start := time.Now()
+	c.cancel()
+	select {
+	case err := <-c.done:
+		c.done <- err
+		if !errors.Is(err, context.Canceled) {
+			return fmt.Errorf("Consume = %v after cancel, want context.Canceled", err)
+		}
+		return nil
+	case <-time.After(max):
+		return fmt.Errorf("Consume did not return within %v of cancel (waited since %v)", max, start.Format(time.StampMilli))
+	}
 }
 
 // streamSettings are the stream settings the log of record depends on.
