@@ -222,24 +222,13 @@ func (s *Server) getSchedule(c *fiber.Ctx) error {
 
 func renderSchedule(l localizer) any {
 	p := l.st.Programme
-	rooms := make([]api.Room, 0, len(p.Rooms))
-	for _, r := range sortedValues(p.Rooms) {
-		rooms = append(rooms, l.room(r))
-	}
-	tracks := make([]api.Track, 0, len(p.Tracks))
-	for _, t := range sortedValues(p.Tracks) {
-		tracks = append(tracks, l.track(t))
-	}
-	speakers := make([]api.Speaker, 0, len(p.Speakers))
-	for _, sp := range sortedValues(p.Speakers) {
-		speakers = append(speakers, l.speaker(sp))
-	}
 	sessions := make([]api.Session, 0, len(p.Sessions))
 	for _, ss := range p.SortedSessions() {
 		sessions = append(sessions, l.session(ss))
 	}
-	return api.Schedule{Event: l.event(), Version: l.st.Version, Lang: string(l.lang), Rooms: rooms,
-		Tracks: tracks, Speakers: speakers, Sessions: sessions}
+	return api.Schedule{Event: l.event(), Version: l.st.Version, Lang: string(l.lang),
+		Rooms: localizeAll(p.Rooms, l.room), Tracks: localizeAll(p.Tracks, l.track),
+		Speakers: localizeAll(p.Speakers, l.speaker), Sessions: sessions}
 }
 
 // sessionFilter is the query of GET /sessions.
@@ -320,11 +309,8 @@ func (s *Server) getSession(c *fiber.Ctx) error {
 func (s *Server) listRooms(c *fiber.Ctx) error {
 	return s.readEvent(c, "rooms", func(l localizer) (validators, func() any, error) {
 		return eventValidators(l.st), func() any {
-			out := []api.Room{}
-			for _, r := range sortedValues(l.st.Programme.Rooms) {
-				out = append(out, l.room(r))
-			}
-			return api.RoomList{Event: l.st.Programme.Event.ID, Version: l.st.Version, Lang: string(l.lang), Rooms: out}
+			return api.RoomList{Event: l.st.Programme.Event.ID, Version: l.st.Version, Lang: string(l.lang),
+				Rooms: localizeAll(l.st.Programme.Rooms, l.room)}
 		}, nil
 	})
 }
@@ -344,11 +330,8 @@ func (s *Server) getRoom(c *fiber.Ctx) error {
 func (s *Server) listTracks(c *fiber.Ctx) error {
 	return s.readEvent(c, "tracks", func(l localizer) (validators, func() any, error) {
 		return eventValidators(l.st), func() any {
-			out := []api.Track{}
-			for _, t := range sortedValues(l.st.Programme.Tracks) {
-				out = append(out, l.track(t))
-			}
-			return api.TrackList{Event: l.st.Programme.Event.ID, Version: l.st.Version, Lang: string(l.lang), Tracks: out}
+			return api.TrackList{Event: l.st.Programme.Event.ID, Version: l.st.Version, Lang: string(l.lang),
+				Tracks: localizeAll(l.st.Programme.Tracks, l.track)}
 		}, nil
 	})
 }
@@ -356,11 +339,8 @@ func (s *Server) listTracks(c *fiber.Ctx) error {
 func (s *Server) listSpeakers(c *fiber.Ctx) error {
 	return s.readEvent(c, "speakers", func(l localizer) (validators, func() any, error) {
 		return eventValidators(l.st), func() any {
-			out := []api.Speaker{}
-			for _, sp := range sortedValues(l.st.Programme.Speakers) {
-				out = append(out, l.speaker(sp))
-			}
-			return api.SpeakerList{Event: l.st.Programme.Event.ID, Version: l.st.Version, Lang: string(l.lang), Speakers: out}
+			return api.SpeakerList{Event: l.st.Programme.Event.ID, Version: l.st.Version, Lang: string(l.lang),
+				Speakers: localizeAll(l.st.Programme.Speakers, l.speaker)}
 		}, nil
 	})
 }

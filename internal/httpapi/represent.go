@@ -110,6 +110,15 @@ func (l localizer) change(c cabildo.Change) api.Change {
 	return out
 }
 
+// localizeAll renders every entity of a map, ordered by id.
+func localizeAll[V, O any](m map[string]V, f func(V) O) []O {
+	out := make([]O, 0, len(m))
+	for _, v := range sortedValues(m) {
+		out = append(out, f(v))
+	}
+	return out
+}
+
 func sortedValues[V any](m map[string]V) []V {
 	keys := make([]string, 0, len(m))
 	for k := range m {
