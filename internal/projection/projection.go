@@ -143,7 +143,7 @@ func (s *Store) WaitFor(ctx context.Context, seq uint64) error {
 		case <-ch:
 		case <-ctx.Done():
 			return &cabildo.Error{Code: cabildo.CodeTimeout,
-				Message: "the write is stored but this node has not caught up yet", Err: ctx.Err()}
+				Message: "the write is stored but this node has not caught up yet", RetryAfter: time.Second, Err: ctx.Err()}
 		}
 	}
 }
