@@ -1,0 +1,92 @@
+// Package protocol is Cabildo's realtime wire protocol: the JSON text frames exchanged on
+// the one websocket endpoint GET /v1/ws, their error codes and the close codes. It uses
+// only the standard library, so any Go client can depend on it; mobile-api/asyncapi.yaml
+// is the same protocol for everyone else.
+//
+// A client authenticates (optionally) with an auth frame, then subscribes to channels.
+// Each channel is a sequence of versions: a subscription starts with a snapshot (the
+// channel's state at a version) or, when resuming with since, with the updates missed
+// since that version. Every update carries its version and prev, the channel's version
+// before it, so a client can check that it missed nothing: each update's prev equals the
+// last version it saw.
+package protocol
+
+import "encoding/json"
+
+// Client frame types.
+const (
+	TypeAuth        = "auth"        // {token}
+	TypeSubscribe   = "subscribe"   // {channel, since?, lang?}
+	TypeUnsubscribe = "unsubscribe" // {channel}
+	TypePing        = "ping"
+)
+
+// Server frame types.
+const (
+	TypeAuthOK       = "auth_ok"      // the token was accepted
+	TypeSnapshot     = "snapshot"     // {channel, version, data}
+	TypeUpdate       = "update"       // {channel, version, prev, data}
+	TypeUnsubscribed = "unsubscribed" // {channel}: on request, or when access ended
+	TypeError        = "error"        // {code, message, channel?, id?}
+	TypePong         = "pong"
+)
+
+// ClientFrame is any frame a client sends. ID, when set, is echoed in the reply or error
+// the frame causes, so a client can match them.
+type ClientFrame struct {
+	Type    string  `json:"type"`
+	ID      uint64  `json:"id,omitempty"`
+	Token   string  `json:"token,omitempty"`
+	Channel string  `json:"channel,omitempty"`
+	Since   *uint64 `json:"since,omitempty"`
+	Lang    string  `json:"lang,omitempty"`
+}
+
+// ServerFrame is any frame the server sends.
+type ServerFrame struct {
+	Type    string          `json:"type"`
+	ID      uint64          `json:"id,omitempty"`
+	Channel string          `json:"channel,omitempty"`
+	Version uint64          `json:"version,omitempty"`
+	Prev    *uint64         `json:"prev,omitempty"`
+	Data    json.RawMessage `json:"data,omitempty"`
+	Code    string          `json:"code,omitempty"`
+	Message string          `json:"message,omitempty"`
+}
+
+// Error codes in error frames. An error frame leaves the connection open; repeated abuse
+// closes it with a close code.
+const (
+	ErrBadFrame             = "bad_frame"              // not a JSON object of a known shape
+	ErrUnknownType          = "unknown_type"           // a type this protocol does not have
+	ErrUnknownChannel       = "unknown_channel"        // malformed name, or no such event
+	ErrChannelNameTooLong   = "channel_name_too_long"  // over MaxChannelName bytes
+	ErrUnauthorized         = "unauthorized"           // the token is not valid
+	ErrForbidden            = "forbidden"              // the channel needs another role or event
+	ErrTooManySubscriptions = "too_many_subscriptions" // over the per-connection limit
+	ErrAlreadySubscribed    = "already_subscribed"
+	ErrNotSubscribed        = "not_subscribed"
+	ErrRateLimited          = "rate_limited" // frames over the per-connection rate
+)
+
+// Close codes. 1000-1015 are the websocket standard's; 4000-4999 are Cabildo's.
+const (
+	CloseNormal       = 1000
+	CloseInvalidData  = 1007 // a text frame that is not valid UTF-8
+	ClosePolicy       = 1008 // a binary frame, or a frame that breaks the protocol again and again
+	CloseTooBig       = 1009 // a frame over the read limit
+	CloseReconnect    = 4012 // the server is shutting down: reconnect, resume with since
+	CloseUnauthorized = 4401 // the token is not valid, or expired while subscribed
+	CloseForbidden    = 4403 // reserved: a forbidden subscription is an error frame
+	CloseAuthTimeout  = 4408 // no auth and no public subscription in time
+	CloseTooManySubs  = 4409 // kept subscribing over the limit
+	CloseRateLimited  = 4429 // kept sending over the rate limit
+	CloseSlowConsumer = 4503 // could not keep up: reconnect and resume with since
+)
+
+// Limits the server enforces by default; the server's configuration may change them.
+const (
+	MaxFrameBytes    = 64 << 10
+	MaxChannelName   = 255
+	MaxSubscriptions = 128
+)
