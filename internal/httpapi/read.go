@@ -14,6 +14,7 @@ import (
 
 	"github.com/cabildo/cabildo/internal/cabildo"
 	"github.com/cabildo/cabildo/internal/projection"
+	"github.com/cabildo/cabildo/internal/render"
 	"github.com/cabildo/cabildo/internal/schedule"
 	"github.com/cabildo/cabildo/pkg/api"
 )
@@ -98,7 +99,7 @@ func notFoundEvent(event string) error {
 
 // readEvent runs a public read of one event: validators first (a 304 renders nothing),
 // then the body, rendered under the projection's read lock and encoded outside it.
-func (s *Server) readEvent(c *fiber.Ctx, variant string, read func(l localizer) (validators, func() any, error)) error {
+func (s *Server) readEvent(c *fiber.Ctx, variant string, read func(l render.Localizer) (validators, func() any, error)) error {
 	lang, err := pickLang(c)
 	if err != nil {
 		return err
@@ -111,7 +112,7 @@ func (s *Server) readEvent(c *fiber.Ctx, variant string, read func(l localizer) 
 		unchanged bool
 	)
 	found := s.opts.Store.Read(event, func(st *projection.EventState) {
-		l := newLocalizer(st, lang)
+		l := render.New(st, lang)
 		var render func() any
 		v, render, readErr = read(l)
 		if readErr != nil {
@@ -149,7 +150,7 @@ func (s *Server) listEvents(c *fiber.Ctx) error {
 		modified time.Time
 	)
 	seq := s.opts.Store.Each(func(st *projection.EventState) {
-		list = append(list, summary(st, lang))
+		list = append(list, render.Summary(st, lang))
 		if st.Updated.After(modified) {
 			modified = st.Updated
 		}
@@ -165,8 +166,8 @@ func (s *Server) listEvents(c *fiber.Ctx) error {
 }
 
 func (s *Server) getEvent(c *fiber.Ctx) error {
-	return s.readEvent(c, "event", func(l localizer) (validators, func() any, error) {
-		return eventValidators(l.st), func() any { return l.event() }, nil
+	return s.readEvent(c, "event", func(l render.Localizer) (validators, func() any, error) {
+		return eventValidators(l.St), func() any { return l.Event() }, nil
 	})
 }
 
@@ -203,7 +204,7 @@ func (s *Server) getSchedule(c *fiber.Ctx) error {
 		if st.Version != version {
 			return // changed in between: render below without caching
 		}
-		body, err = json.Marshal(renderSchedule(newLocalizer(st, lang)))
+		body, err = json.Marshal(render.New(st, lang).Schedule())
 	})
 	if err != nil {
 		return err
@@ -215,20 +216,9 @@ func (s *Server) getSchedule(c *fiber.Ctx) error {
 		c.Set(fiber.HeaderContentType, fiber.MIMEApplicationJSON)
 		return c.Send(body)
 	}
-	return s.readEvent(c, "schedule", func(l localizer) (validators, func() any, error) {
-		return eventValidators(l.st), func() any { return renderSchedule(l) }, nil
+	return s.readEvent(c, "schedule", func(l render.Localizer) (validators, func() any, error) {
+		return eventValidators(l.St), func() any { return l.Schedule() }, nil
 	})
-}
-
-func renderSchedule(l localizer) any {
-	p := l.st.Programme
-	sessions := make([]api.Session, 0, len(p.Sessions))
-	for _, ss := range p.SortedSessions() {
-		sessions = append(sessions, l.session(ss))
-	}
-	return api.Schedule{Event: l.event(), Version: l.st.Version, Lang: string(l.lang),
-		Rooms: localizeAll(p.Rooms, l.room), Tracks: localizeAll(p.Tracks, l.track),
-		Speakers: localizeAll(p.Speakers, l.speaker), Sessions: sessions}
 }
 
 // sessionFilter is the query of GET /sessions.
@@ -281,79 +271,79 @@ func (s *Server) listSessions(c *fiber.Ctx) error {
 		return err
 	}
 	variant := "sessions?" + string(c.Request().URI().QueryString())
-	return s.readEvent(c, variant, func(l localizer) (validators, func() any, error) {
-		return eventValidators(l.st), func() any {
+	return s.readEvent(c, variant, func(l render.Localizer) (validators, func() any, error) {
+		return eventValidators(l.St), func() any {
 			out := []api.Session{}
-			for _, ss := range l.st.Programme.SortedSessions() {
-				if sf.match(l.st.Programme, ss) {
-					out = append(out, l.session(ss))
+			for _, ss := range l.St.Programme.SortedSessions() {
+				if sf.match(l.St.Programme, ss) {
+					out = append(out, l.Session(ss))
 				}
 			}
-			return api.SessionList{Event: l.st.Programme.Event.ID, Version: l.st.Version, Lang: string(l.lang), Sessions: out}
+			return api.SessionList{Event: l.St.Programme.Event.ID, Version: l.St.Version, Lang: string(l.Lang), Sessions: out}
 		}, nil
 	})
 }
 
 func (s *Server) getSession(c *fiber.Ctx) error {
 	ref := c.Params("session")
-	return s.readEvent(c, "", func(l localizer) (validators, func() any, error) {
-		ss, meta, err := schedule.FindSession(l.st, ref)
+	return s.readEvent(c, "", func(l render.Localizer) (validators, func() any, error) {
+		ss, meta, err := schedule.FindSession(l.St, ref)
 		if err != nil {
 			return validators{}, nil, err
 		}
-		return validators{etag: etag(meta.Version, l.lang, ""), modified: meta.Updated},
-			func() any { return l.session(ss) }, nil
+		return validators{etag: etag(meta.Version, l.Lang, ""), modified: meta.Updated},
+			func() any { return l.Session(ss) }, nil
 	})
 }
 
 func (s *Server) listRooms(c *fiber.Ctx) error {
-	return s.readEvent(c, "rooms", func(l localizer) (validators, func() any, error) {
-		return eventValidators(l.st), func() any {
-			return api.RoomList{Event: l.st.Programme.Event.ID, Version: l.st.Version, Lang: string(l.lang),
-				Rooms: localizeAll(l.st.Programme.Rooms, l.room)}
+	return s.readEvent(c, "rooms", func(l render.Localizer) (validators, func() any, error) {
+		return eventValidators(l.St), func() any {
+			return api.RoomList{Event: l.St.Programme.Event.ID, Version: l.St.Version, Lang: string(l.Lang),
+				Rooms: render.All(l.St.Programme.Rooms, l.Room)}
 		}, nil
 	})
 }
 
 func (s *Server) getRoom(c *fiber.Ctx) error {
 	id := c.Params("room")
-	return s.readEvent(c, "", func(l localizer) (validators, func() any, error) {
-		r, ok := l.st.Programme.Rooms[id]
+	return s.readEvent(c, "", func(l render.Localizer) (validators, func() any, error) {
+		r, ok := l.St.Programme.Rooms[id]
 		if !ok {
 			return validators{}, nil, cabildo.Errorf(cabildo.CodeNotFound, "room %q does not exist in this event", id)
 		}
-		m := l.st.Rooms[id]
-		return validators{etag: etag(m.Version, l.lang, "room"), modified: m.Updated}, func() any { return l.room(r) }, nil
+		m := l.St.Rooms[id]
+		return validators{etag: etag(m.Version, l.Lang, "room"), modified: m.Updated}, func() any { return l.Room(r) }, nil
 	})
 }
 
 func (s *Server) listTracks(c *fiber.Ctx) error {
-	return s.readEvent(c, "tracks", func(l localizer) (validators, func() any, error) {
-		return eventValidators(l.st), func() any {
-			return api.TrackList{Event: l.st.Programme.Event.ID, Version: l.st.Version, Lang: string(l.lang),
-				Tracks: localizeAll(l.st.Programme.Tracks, l.track)}
+	return s.readEvent(c, "tracks", func(l render.Localizer) (validators, func() any, error) {
+		return eventValidators(l.St), func() any {
+			return api.TrackList{Event: l.St.Programme.Event.ID, Version: l.St.Version, Lang: string(l.Lang),
+				Tracks: render.All(l.St.Programme.Tracks, l.Track)}
 		}, nil
 	})
 }
 
 func (s *Server) listSpeakers(c *fiber.Ctx) error {
-	return s.readEvent(c, "speakers", func(l localizer) (validators, func() any, error) {
-		return eventValidators(l.st), func() any {
-			return api.SpeakerList{Event: l.st.Programme.Event.ID, Version: l.st.Version, Lang: string(l.lang),
-				Speakers: localizeAll(l.st.Programme.Speakers, l.speaker)}
+	return s.readEvent(c, "speakers", func(l render.Localizer) (validators, func() any, error) {
+		return eventValidators(l.St), func() any {
+			return api.SpeakerList{Event: l.St.Programme.Event.ID, Version: l.St.Version, Lang: string(l.Lang),
+				Speakers: render.All(l.St.Programme.Speakers, l.Speaker)}
 		}, nil
 	})
 }
 
 func (s *Server) getSpeaker(c *fiber.Ctx) error {
 	id := c.Params("speaker")
-	return s.readEvent(c, "", func(l localizer) (validators, func() any, error) {
-		sp, ok := l.st.Programme.Speakers[id]
+	return s.readEvent(c, "", func(l render.Localizer) (validators, func() any, error) {
+		sp, ok := l.St.Programme.Speakers[id]
 		if !ok {
 			return validators{}, nil, cabildo.Errorf(cabildo.CodeNotFound, "speaker %q does not exist in this event", id)
 		}
-		m := l.st.Speakers[id]
-		return validators{etag: etag(m.Version, l.lang, "speaker"), modified: m.Updated}, func() any { return l.speaker(sp) }, nil
+		m := l.St.Speakers[id]
+		return validators{etag: etag(m.Version, l.Lang, "speaker"), modified: m.Updated}, func() any { return l.Speaker(sp) }, nil
 	})
 }
 
@@ -367,18 +357,18 @@ func (s *Server) listChanges(c *fiber.Ctx) error {
 	// A client may have seen a version from another node that this one has not applied
 	// yet: give the projection a moment before calling the version unknown.
 	s.waitForVersion(c, since)
-	return s.readEvent(c, "changes:"+raw, func(l localizer) (validators, func() any, error) {
-		changes, err := l.st.ChangesSince(since)
+	return s.readEvent(c, "changes:"+raw, func(l render.Localizer) (validators, func() any, error) {
+		changes, err := l.St.ChangesSince(since)
 		if err != nil {
 			return validators{}, nil, err
 		}
-		return eventValidators(l.st), func() any {
+		return eventValidators(l.St), func() any {
 			out := make([]api.Change, 0, len(changes))
 			for _, ch := range changes {
-				out = append(out, l.change(ch))
+				out = append(out, l.Change(ch))
 			}
-			return api.ChangeList{Event: l.st.Programme.Event.ID, Since: since, Version: l.st.Version,
-				Lang: string(l.lang), Changes: out}
+			return api.ChangeList{Event: l.St.Programme.Event.ID, Since: since, Version: l.St.Version,
+				Lang: string(l.Lang), Changes: out}
 		}, nil
 	})
 }
