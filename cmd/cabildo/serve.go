@@ -23,8 +23,10 @@ import (
 	"github.com/cabildo/cabildo/internal/memcache"
 	"github.com/cabildo/cabildo/internal/natslog"
 	"github.com/cabildo/cabildo/internal/projection"
+	"github.com/cabildo/cabildo/internal/realtime"
 	"github.com/cabildo/cabildo/internal/rediscache"
 	"github.com/cabildo/cabildo/internal/schedule"
+	"github.com/cabildo/cabildo/pkg/protocol"
 )
 
 // cache is what a node keeps in the cache: projection snapshots and rendered responses.
@@ -101,7 +103,11 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	defer cc.Close()
 
 	// The projection: start from a snapshot that matches this log, then consume the tail.
-	store := projection.New(projection.Options{Logger: log, MaxChanges: cfg.ChangeHistory})
+	hub := realtime.New(realtime.Options{})
+	var channels *realtime.Channels
+	store := projection.New(projection.Options{Logger: log, MaxChanges: cfg.ChangeHistory,
+		OnApply: func(a projection.Applied) { channels.OnApply(a) }})
+	channels = realtime.NewChannels(hub, store)
 	info, err := lg.Info(ctx)
 	if err != nil {
 		return err
@@ -147,7 +153,8 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	reg := prometheus.NewRegistry()
 	api := httpapi.New(httpapi.Options{
 		Logger: log, Store: store, Schedule: svc, Tokens: keys, Cache: cc, Registry: reg,
-		OpenAPI: mobileapi.OpenAPI,
+		OpenAPI:  mobileapi.OpenAPI,
+		Realtime: httpapi.Realtime{Hub: hub, Channels: channels, Origins: cfg.Origins},
 		Ready: func(ctx context.Context) (bool, map[string]string) {
 			checks := map[string]string{"log": "up", "projection": "caught_up", "cache": cc.Name()}
 			ok := ready.Load()
@@ -189,6 +196,9 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	}
 	log.Info("shutting down")
 	ready.Store(false)
+	// Tell every websocket client to reconnect (to another node, or to this one once it
+	// is back) and resume from its last version.
+	hub.Shutdown(protocol.CloseReconnect, "server restarting: reconnect and resume")
 	shCtx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownGrace)
 	defer cancel()
 	if err := api.Shutdown(shCtx); err != nil {

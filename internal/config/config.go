@@ -17,12 +17,13 @@ import (
 
 // Serve configures `cabildo serve`.
 type Serve struct {
-	Addr       string // HTTP listen address
-	DataDir    string // embedded JetStream store and signing key
-	Demo       bool   // load the demo event when the log is empty
-	NATSURL    string // external NATS; empty runs NATS in-process
-	NATSListen string // with embedded NATS: also listen here for other nodes
-	RedisURL   string // external Redis cache; empty uses the in-process cache
+	Addr       string   // HTTP listen address
+	DataDir    string   // embedded JetStream store and signing key
+	Demo       bool     // load the demo event when the log is empty
+	NATSURL    string   // external NATS; empty runs NATS in-process
+	NATSListen string   // with embedded NATS: also listen here for other nodes
+	RedisURL   string   // external Redis cache; empty uses the in-process cache
+	Origins    []string // browser origins allowed to open websockets
 
 	SigningKey     string // hex; wins over SigningKeyFile
 	SigningKeyFile string // default <data-dir>/signing.key
@@ -53,6 +54,15 @@ func LoadServe(args []string, getenv func(string) string, stderr io.Writer) (Ser
 	fs.StringVar(&c.NATSURL, "nats-url", "", "external NATS server URL (default: run NATS in-process)")
 	fs.StringVar(&c.NATSListen, "nats-listen", "", "with in-process NATS, also accept NATS clients on this host:port")
 	fs.StringVar(&c.RedisURL, "redis-url", "", "Redis URL for the shared cache (default: in-process cache)")
+	fs.Func("allowed-origins", "comma-separated browser origins allowed to open websockets (e.g. https://app.example.org); \"*\" allows all (development only)", func(v string) error {
+		c.Origins = nil
+		for o := range strings.SplitSeq(v, ",") {
+			if o = strings.TrimSpace(o); o != "" {
+				c.Origins = append(c.Origins, o)
+			}
+		}
+		return nil
+	})
 	fs.StringVar(&c.SigningKey, "signing-key", "", "token signing key, hex (at least 32 bytes); prefer the environment")
 	fs.StringVar(&c.SigningKeyFile, "signing-key-file", "", "token signing key file (default <data-dir>/signing.key, created at first start)")
 	fs.IntVar(&c.ChangeHistory, "change-history", 100_000, "programme changes kept per event; older ones answer 'reload'")
@@ -94,6 +104,11 @@ func (c Serve) validate() error {
 	}
 	if c.StreamReplicas != 1 && c.StreamReplicas != 3 && c.StreamReplicas != 5 {
 		errs = append(errs, errors.New("--stream-replicas must be 1, 3 or 5"))
+	}
+	for _, o := range c.Origins {
+		if u, err := url.Parse(o); o != "*" && (err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.Path != "") {
+			errs = append(errs, fmt.Errorf("--allowed-origins: %q is not an origin such as https://app.example.org", o))
+		}
 	}
 	if c.ChangeHistory < 1 {
 		errs = append(errs, errors.New("--change-history must be at least 1"))

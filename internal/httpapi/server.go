@@ -48,6 +48,8 @@ type Options struct {
 	BodyLimit int // bytes; default 256 KiB
 	// WriteTimeout bounds a write use case (append + catch-up); default 10 s.
 	WriteTimeout time.Duration
+	// Realtime serves GET /v1/ws when its Hub is set.
+	Realtime Realtime
 }
 
 // Server is the Fiber application with its handlers.
@@ -69,6 +71,7 @@ func New(opts Options) *Server {
 	if opts.WriteTimeout == 0 {
 		opts.WriteTimeout = 10 * time.Second
 	}
+	opts.Realtime.defaults()
 	if opts.Registry == nil {
 		opts.Registry = prometheus.NewRegistry()
 	}
@@ -103,6 +106,9 @@ func (s *Server) routes() {
 	a.Get("/openapi.yaml", s.openapi)
 
 	v1 := a.Group("/v1")
+	if s.opts.Realtime.Hub != nil {
+		v1.Get("/ws", s.checkOrigin, s.websocketHandler())
+	}
 	v1.Get("/events", s.listEvents)
 	v1.Get("/events/:event", s.getEvent)
 	v1.Get("/events/:event/schedule", s.getSchedule)

@@ -31,3 +31,14 @@ func (st *EventState) Session(guid string) (cabildo.Session, Meta, bool) {
 // Meta returns the version of the event's own description (its last event.put): the
 // subject sequence a change of the event's description must expect.
 func (st *EventState) Meta() uint64 { return st.EventVersion }
+
+// VersionAt returns the event's version as it was at log sequence v (v at or after the
+// event's retained history): the prev of the first change after v.
+func (st *EventState) VersionAt(v uint64) uint64 {
+	at := max(st.Created, st.Horizon)
+	i := sort.Search(len(st.Changes), func(i int) bool { return st.Changes[i].Version > v })
+	if i > 0 {
+		at = max(at, st.Changes[i-1].Version)
+	}
+	return min(at, v)
+}

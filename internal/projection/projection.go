@@ -17,7 +17,9 @@ import (
 
 // Applied tells listeners what one log entry changed.
 type Applied struct {
-	Seq     uint64
+	Seq uint64
+	// Prev is the event's version before this entry: what an update's prev is.
+	Prev    uint64
 	Event   string
 	Record  cabildo.Record
 	Changes []cabildo.Change
@@ -60,6 +62,8 @@ type EventState struct {
 	Updated time.Time
 	// EventVersion is the sequence of the event's own last description (event.put).
 	EventVersion uint64
+	// Created is the sequence that created the event: its first version.
+	Created uint64
 	// Sessions holds each session's own version and last change time.
 	Sessions map[string]Meta
 	Rooms    map[string]Meta
@@ -200,8 +204,14 @@ func (s *Store) Apply(seq uint64, subject string, at time.Time, data []byte) {
 		s.mu.Unlock()
 		return
 	}
-	var changes []cabildo.Change
+	var (
+		changes []cabildo.Change
+		prev    uint64
+	)
 	if err == nil {
+		if st, ok := s.events[rec.Event]; ok {
+			prev = st.Version
+		}
 		changes, err = s.apply(seq, subject, at, rec)
 	}
 	// The log counts a skipped entry on its subject too; so must the expected sequence
@@ -217,7 +227,7 @@ func (s *Store) Apply(seq uint64, subject string, at time.Time, data []byte) {
 		return
 	}
 	if s.opts.OnApply != nil {
-		s.opts.OnApply(Applied{Seq: seq, Event: rec.Event, Record: rec, Changes: changes})
+		s.opts.OnApply(Applied{Seq: seq, Prev: prev, Event: rec.Event, Record: rec, Changes: changes})
 	}
 }
 
@@ -238,7 +248,7 @@ func (s *Store) apply(seq uint64, subject string, at time.Time, rec cabildo.Reco
 		if !ok {
 			st = &EventState{Programme: cabildo.NewProgramme(*rec.EventInfo), Sessions: map[string]Meta{},
 				Rooms: map[string]Meta{}, Tracks: map[string]Meta{}, Speakers: map[string]Meta{},
-				ByID: map[int64]string{}, subjects: s.subjects}
+				ByID: map[int64]string{}, subjects: s.subjects, Created: seq}
 			s.events[rec.Event] = st
 		} else {
 			st.Programme.Event = *rec.EventInfo

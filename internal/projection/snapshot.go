@@ -25,6 +25,7 @@ type snapshotEvent struct {
 	Changes     []cabildo.Change `json:"changes"`
 	Horizon     uint64           `json:"horizon"`
 	EventVer    uint64           `json:"event_version"`
+	Created     uint64           `json:"created"`
 }
 
 type snapshotState struct {
@@ -47,7 +48,7 @@ func (s *Store) Snapshot() (seq uint64, data []byte, err error) {
 		st.Events[id] = snapshotEvent{Event: e.Programme.Event, Rooms: e.Programme.Rooms,
 			Tracks: e.Programme.Tracks, Speakers: e.Programme.Speakers, Sessions: e.Programme.Sessions,
 			Version: e.Version, Updated: e.Updated, SessionMeta: e.Sessions, RoomMeta: e.Rooms,
-			TrackMeta: e.Tracks, SpeakerMeta: e.Speakers, ByID: e.ByID, Changes: e.Changes, Horizon: e.Horizon, EventVer: e.EventVersion}
+			TrackMeta: e.Tracks, SpeakerMeta: e.Speakers, ByID: e.ByID, Changes: e.Changes, Horizon: e.Horizon, EventVer: e.EventVersion, Created: e.Created}
 	}
 	data, err = json.Marshal(st)
 	if err != nil {
@@ -80,7 +81,7 @@ func (s *Store) Restore(data []byte) (uint64, error) {
 		s.events[id] = &EventState{Programme: p, Version: e.Version, Updated: e.Updated,
 			Sessions: orEmpty(e.SessionMeta), Rooms: orEmpty(e.RoomMeta), Tracks: orEmpty(e.TrackMeta),
 			Speakers: orEmpty(e.SpeakerMeta), ByID: orEmptyIDs(e.ByID), Changes: e.Changes, Horizon: e.Horizon, EventVersion: e.EventVer,
-			subjects: s.subjects}
+			Created: e.Created, subjects: s.subjects}
 	}
 	fill(s.subjects, st.Subjects)
 	fill(s.idem, st.Idem)

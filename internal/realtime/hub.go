@@ -311,3 +311,11 @@ func (h *Hub) Shutdown(code int, text string) {
 		c.Close(code, text)
 	}
 }
+
+// HasTopic reports whether anyone is subscribed to key, so publishers can skip encoding.
+func (h *Hub) HasTopic(key string) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	_, ok := h.topics[key]
+	return ok
+}

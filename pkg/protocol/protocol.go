@@ -25,6 +25,7 @@ const (
 const (
 	TypeAuthOK       = "auth_ok"      // the token was accepted
 	TypeSnapshot     = "snapshot"     // {channel, version, data}
+	TypeSubscribed   = "subscribed"   // {channel, version}: live from version on (after the snapshot or missed updates)
 	TypeUpdate       = "update"       // {channel, version, prev, data}
 	TypeUnsubscribed = "unsubscribed" // {channel}: on request, or when access ended
 	TypeError        = "error"        // {code, message, channel?, id?}

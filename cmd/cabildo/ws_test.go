@@ -1,0 +1,275 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/fasthttp/websocket"
+
+	"github.com/cabildo/cabildo/pkg/protocol"
+)
+
+// wsConn is a raw test client of GET /v1/ws.
+type wsConn struct {
+	t *testing.T
+	c *websocket.Conn
+}
+
+func dialWS(t *testing.T, n *node, header http.Header) (*wsConn, *http.Response, error) {
+	t.Helper()
+	url := "ws" + strings.TrimPrefix(n.base, "http") + "/v1/ws"
+	c, resp, err := websocket.DefaultDialer.Dial(url, header)
+	if err != nil {
+		return nil, resp, err
+	}
+	t.Cleanup(func() { c.Close() })
+	return &wsConn{t: t, c: c}, resp, nil
+}
+
+func mustDial(t *testing.T, n *node) *wsConn {
+	t.Helper()
+	w, _, err := dialWS(t, n, nil)
+	if err != nil {
+		t.Fatalf("dial: %v", err)
+	}
+	return w
+}
+
+func (w *wsConn) send(f protocol.ClientFrame) {
+	w.t.Helper()
+	if err := w.c.WriteJSON(f); err != nil {
+		w.t.Fatalf("send: %v", err)
+	}
+}
+
+func (w *wsConn) next() protocol.ServerFrame {
+	w.t.Helper()
+	_ = w.c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	_, b, err := w.c.ReadMessage()
+	if err != nil {
+		w.t.Fatalf("read: %v", err)
+	}
+	var f protocol.ServerFrame
+	if err := json.Unmarshal(b, &f); err != nil {
+		w.t.Fatalf("frame %q: %v", b, err)
+	}
+	return f
+}
+
+// closeCode reads until the server closes and returns its close code.
+func (w *wsConn) closeCode() int {
+	w.t.Helper()
+	_ = w.c.SetReadDeadline(time.Now().Add(15 * time.Second))
+	for {
+		_, _, err := w.c.ReadMessage()
+		if err == nil {
+			continue
+		}
+		var ce *websocket.CloseError
+		if errors.As(err, &ce) {
+			return ce.Code
+		}
+		w.t.Fatalf("connection ended without a close frame: %v", err)
+	}
+}
+
+// subscribe sends a subscribe and returns the frames up to and including subscribed.
+func (w *wsConn) subscribe(channel string, since *uint64) []protocol.ServerFrame {
+	w.t.Helper()
+	w.send(protocol.ClientFrame{Type: protocol.TypeSubscribe, ID: 7, Channel: channel, Since: since, Lang: "en"})
+	var out []protocol.ServerFrame
+	for {
+		f := w.next()
+		out = append(out, f)
+		if f.Type == protocol.TypeError {
+			w.t.Fatalf("subscribe %s: %s %s", channel, f.Code, f.Message)
+		}
+		if f.Type == protocol.TypeSubscribed {
+			if f.ID != 7 {
+				w.t.Fatalf("subscribed frame id %d, want 7", f.ID)
+			}
+			return out
+		}
+	}
+}
+
+func moveSession(t *testing.T, n *node, tok string, id int64, room string) uint64 {
+	t.Helper()
+	r := n.do(t, req{method: "PATCH", path: fmt.Sprintf("/v1/events/%s/sessions/%d?force=true", demoEvent, id),
+		header: auth(tok), body: map[string]any{"room": room}})
+	if r.Status != 200 {
+		t.Fatalf("move: %d %s", r.Status, r.Body)
+	}
+	var s struct{ Version uint64 }
+	r.json(t, &s)
+	return s.Version
+}
+
+// TestRealtimeScheduleAndResume: a subscriber gets the snapshot, then each change live with
+// prev chaining; a client that reconnects with since gets exactly what it missed, also
+// across a server restart; a since from the future gets a fresh snapshot.
+func TestRealtimeScheduleAndResume(t *testing.T) {
+	dir := t.TempDir()
+	n := startNode(t, dir, nil, "--demo")
+	tok := n.token("organizer")
+	sch := getSchedule(t, n)
+	s := pickSession(t, sch, "breakout")
+	channel := "schedule:" + demoEvent
+
+	w := mustDial(t, n)
+	frames := w.subscribe(channel, nil)
+	if len(frames) != 2 || frames[0].Type != protocol.TypeSnapshot || frames[0].Version != sch.Version || frames[1].Version != sch.Version {
+		t.Fatalf("subscribe answered %+v, want a snapshot at %d then subscribed", frames, sch.Version)
+	}
+	var snap scheduleBody
+	if err := json.Unmarshal(frames[0].Data, &snap); err != nil || len(snap.Sessions) != len(sch.Sessions) || snap.Lang != "en" {
+		t.Fatalf("snapshot data: %v (%d sessions, lang %q)", err, len(snap.Sessions), snap.Lang)
+	}
+
+	last := sch.Version
+	rooms := []string{"terraza-jardin", "vestibulo", s.Room}
+	for _, room := range rooms {
+		v := moveSession(t, n, tok, s.ID, room)
+		f := w.next()
+		if f.Type != protocol.TypeUpdate || f.Version != v || f.Prev == nil || *f.Prev != last {
+			t.Fatalf("after a move to %s: %+v, want update %d with prev %d", room, f, v, last)
+		}
+		var up struct {
+			Changes []struct {
+				Type string
+				Room struct{ To string }
+			}
+		}
+		if err := json.Unmarshal(f.Data, &up); err != nil || len(up.Changes) != 1 || up.Changes[0].Type != "session_moved" || up.Changes[0].Room.To != room {
+			t.Fatalf("update data %s", f.Data)
+		}
+		last = v
+	}
+
+	// Resume from before the moves: exactly the three updates, in order, then live.
+	since := sch.Version
+	w2 := mustDial(t, n)
+	got := w2.subscribe(channel, &since)
+	if len(got) != 4 {
+		t.Fatalf("resume from %d gave %d frames, want 3 updates and subscribed", since, len(got))
+	}
+	prev := since
+	for _, f := range got[:3] {
+		if f.Type != protocol.TypeUpdate || *f.Prev != prev {
+			t.Fatalf("resumed frame %+v, want an update with prev %d", f, prev)
+		}
+		prev = f.Version
+	}
+	if prev != last || got[3].Version != last {
+		t.Fatalf("resume ended at %d (subscribed %d), want %d", prev, got[3].Version, last)
+	}
+
+	// Up to date: nothing missed, just subscribed.
+	w3 := mustDial(t, n)
+	if got := w3.subscribe(channel, &last); len(got) != 1 {
+		t.Fatalf("resume from the current version gave %d frames, want only subscribed", len(got))
+	}
+	// A version from the future: one snapshot, never an error.
+	future := last + 1000
+	w4 := mustDial(t, n)
+	if got := w4.subscribe(channel, &future); len(got) != 2 || got[0].Type != protocol.TypeSnapshot {
+		t.Fatalf("resume from the future gave %+v, want a snapshot", got)
+	}
+
+	// Shutdown: every client is told to reconnect.
+	n.stop()
+	if code := w.closeCode(); code != protocol.CloseReconnect {
+		t.Fatalf("close code on shutdown %d, want %d", code, protocol.CloseReconnect)
+	}
+	n2 := startNode(t, dir, nil)
+	moved := moveSession(t, n2, tok, s.ID, "terraza-jardin")
+	w5 := mustDial(t, n2)
+	got = w5.subscribe(channel, &last)
+	if len(got) != 2 || got[0].Type != protocol.TypeUpdate || *got[0].Prev != last || got[0].Version != moved {
+		t.Fatalf("resume across a restart: %+v, want the one update %d after %d", got, moved, last)
+	}
+}
+
+func TestRealtimeBadInput(t *testing.T) {
+	n := startNode(t, "", nil, "--demo", "--allowed-origins", "https://app.example.org")
+	t.Run("foreign origin", func(t *testing.T) {
+		_, resp, err := dialWS(t, n, http.Header{"Origin": {"https://evil.example"}})
+		if err == nil || resp == nil || resp.StatusCode != 403 {
+			t.Fatalf("evil origin: err %v, status %v", err, resp)
+		}
+	})
+	t.Run("allowed origin", func(t *testing.T) {
+		if _, _, err := dialWS(t, n, http.Header{"Origin": {"https://app.example.org"}}); err != nil {
+			t.Fatal(err)
+		}
+	})
+	tests := []struct {
+		name  string
+		frame string
+		code  string
+	}{
+		{"not json", `{"type":`, protocol.ErrBadFrame},
+		{"unknown field", `{"type":"ping","votes":1}`, protocol.ErrBadFrame},
+		{"unknown type", `{"type":"dance"}`, protocol.ErrUnknownType},
+		{"unknown channel", `{"type":"subscribe","channel":"secrets:x"}`, protocol.ErrUnknownChannel},
+		{"no such event", `{"type":"subscribe","channel":"schedule:nope-nope"}`, protocol.ErrUnknownChannel},
+		{"long channel", `{"type":"subscribe","channel":"schedule:` + strings.Repeat("a", 300) + `"}`, protocol.ErrChannelNameTooLong},
+		{"bad token", `{"type":"auth","token":"x.y.z"}`, protocol.ErrUnauthorized},
+		{"not subscribed", `{"type":"unsubscribe","channel":"schedule:` + demoEvent + `"}`, protocol.ErrNotSubscribed},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			w := mustDial(t, n)
+			if err := w.c.WriteMessage(websocket.TextMessage, []byte(tc.frame)); err != nil {
+				t.Fatal(err)
+			}
+			f := w.next()
+			if f.Type != protocol.TypeError || f.Code != tc.code {
+				t.Fatalf("got %+v, want error %s", f, tc.code)
+			}
+			w.send(protocol.ClientFrame{Type: protocol.TypePing, ID: 3})
+			if f := w.next(); f.Type != protocol.TypePong || f.ID != 3 {
+				t.Fatalf("connection unusable after an error: %+v", f)
+			}
+		})
+	}
+	closes := []struct {
+		name string
+		send func(w *wsConn) error
+		code int
+	}{
+		{"oversized frame", func(w *wsConn) error {
+			return w.c.WriteMessage(websocket.TextMessage, []byte(`{"type":"ping","id":1,"x":"`+strings.Repeat("a", protocol.MaxFrameBytes)+`"}`))
+		}, protocol.CloseTooBig},
+		{"binary frame", func(w *wsConn) error { return w.c.WriteMessage(websocket.BinaryMessage, []byte{1, 2}) }, protocol.ClosePolicy},
+		{"invalid utf-8", func(w *wsConn) error { return w.c.WriteMessage(websocket.TextMessage, []byte{'"', 0xff, '"'}) }, protocol.CloseInvalidData},
+		{"frame flood", func(w *wsConn) error {
+			for range 500 {
+				if err := w.c.WriteMessage(websocket.TextMessage, []byte(`{"type":"ping"}`)); err != nil {
+					return nil // already closed
+				}
+			}
+			return nil
+		}, protocol.CloseRateLimited},
+	}
+	for _, tc := range closes {
+		t.Run(tc.name, func(t *testing.T) {
+			w := mustDial(t, n)
+			if err := tc.send(w); err != nil {
+				t.Fatal(err)
+			}
+			if code := w.closeCode(); code != tc.code {
+				t.Fatalf("close code %d, want %d", code, tc.code)
+			}
+		})
+	}
+	t.Run("still serving", func(t *testing.T) {
+		w := mustDial(t, n)
+		w.subscribe("schedule:"+demoEvent, nil)
+	})
+}

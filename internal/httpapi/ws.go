@@ -1,0 +1,314 @@
+package httpapi
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"net/url"
+	"slices"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/fasthttp/websocket"
+	fws "github.com/gofiber/contrib/websocket"
+	"github.com/gofiber/fiber/v2"
+	"golang.org/x/time/rate"
+
+	"github.com/cabildo/cabildo/internal/cabildo"
+	"github.com/cabildo/cabildo/internal/realtime"
+	"github.com/cabildo/cabildo/internal/token"
+	"github.com/cabildo/cabildo/pkg/protocol"
+)
+
+// Realtime configures the websocket endpoint.
+type Realtime struct {
+	Hub      *realtime.Hub
+	Channels *realtime.Channels
+	// Origins browsers may connect from ("https://app.example.org"). A request without an
+	// Origin header (a native app) always passes; a foreign browser origin gets 403
+	// before the upgrade, so no page on another site can open a socket with a user's
+	// cookies. ["*"] allows every origin, for development only.
+	Origins []string
+
+	FrameRate     float64       // frames per second per connection, default 20
+	FrameBurst    int           // default 40
+	AuthTimeout   time.Duration // close an idle unauthenticated socket after this, default 10 s
+	PingEvery     time.Duration // default 25 s
+	IdleTimeout   time.Duration // no frame and no pong for this long: dead peer, default 60 s
+	MaxSubs       int           // default protocol.MaxSubscriptions
+	WriteDeadline time.Duration // one frame's write, default 10 s
+}
+
+func (r *Realtime) defaults() {
+	if r.FrameRate == 0 {
+		r.FrameRate = 20
+	}
+	if r.FrameBurst == 0 {
+		r.FrameBurst = 40
+	}
+	if r.AuthTimeout == 0 {
+		r.AuthTimeout = 10 * time.Second
+	}
+	if r.PingEvery == 0 {
+		r.PingEvery = 25 * time.Second
+	}
+	if r.IdleTimeout == 0 {
+		r.IdleTimeout = 60 * time.Second
+	}
+	if r.MaxSubs == 0 {
+		r.MaxSubs = protocol.MaxSubscriptions
+	}
+	if r.WriteDeadline == 0 {
+		r.WriteDeadline = 10 * time.Second
+	}
+}
+
+// checkOrigin runs before the upgrade (the websocket library's own Origins option would
+// also refuse native apps, which send no Origin).
+func (s *Server) checkOrigin(c *fiber.Ctx) error {
+	if !fws.IsWebSocketUpgrade(c) {
+		return cabildo.Errorf(cabildo.CodeInvalidRequest, "this endpoint speaks websocket only: send an Upgrade request")
+	}
+	origin := c.Get(fiber.HeaderOrigin)
+	if origin == "" || slices.Contains(s.opts.Realtime.Origins, "*") {
+		return c.Next()
+	}
+	if u, err := url.Parse(origin); err == nil && slices.Contains(s.opts.Realtime.Origins, u.Scheme+"://"+u.Host) {
+		return c.Next()
+	}
+	return cabildo.Errorf(cabildo.CodeForbidden, "websocket connections from this origin are not allowed")
+}
+
+func (s *Server) websocketHandler() fiber.Handler {
+	return fws.New(func(conn *fws.Conn) { s.serveSocket(conn) }, fws.Config{
+		HandshakeTimeout: 10 * time.Second, EnableCompression: false,
+		ReadBufferSize: 4 << 10, WriteBufferSize: 4 << 10,
+	})
+}
+
+// socket is one websocket connection's state, owned by its read loop.
+type socket struct {
+	s       *Server
+	rt      *Realtime
+	conn    *fws.Conn
+	client  *realtime.Client
+	limiter *rate.Limiter
+	claims  *token.Claims
+	strikes int // frames refused for rate in a row
+}
+
+func (s *Server) serveSocket(conn *fws.Conn) {
+	rt := &s.opts.Realtime
+	conn.SetReadLimit(protocol.MaxFrameBytes)
+	client, err := rt.Hub.Register()
+	if err != nil {
+		closeWith(conn, protocol.CloseReconnect, "server shutting down: reconnect", rt.WriteDeadline)
+		return
+	}
+	defer client.Close(protocol.CloseNormal, "")
+	sk := &socket{s: s, rt: rt, conn: conn, client: client,
+		limiter: rate.NewLimiter(rate.Limit(rt.FrameRate), rt.FrameBurst)}
+	writerDone := make(chan struct{})
+	go func() {
+		defer close(writerDone)
+		sk.writeLoop()
+	}()
+	sk.readLoop()
+	client.Close(protocol.CloseNormal, "")
+	<-writerDone
+}
+
+// writeLoop is the only writer of data frames: it drains the client's queue, pings, and
+// ends the connection with the client's close code.
+func (sk *socket) writeLoop() {
+	ping := time.NewTicker(sk.rt.PingEvery)
+	defer ping.Stop()
+	auth := time.NewTimer(sk.rt.AuthTimeout)
+	defer auth.Stop()
+	for {
+		select {
+		case f := <-sk.client.Frames():
+			_ = sk.conn.SetWriteDeadline(time.Now().Add(sk.rt.WriteDeadline))
+			if err := sk.conn.WriteMessage(websocket.TextMessage, f); err != nil {
+				sk.client.Close(protocol.CloseNormal, "")
+				_ = sk.conn.Close()
+				return
+			}
+		case <-ping.C:
+			if err := sk.conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(sk.rt.WriteDeadline)); err != nil {
+				sk.client.Close(protocol.CloseNormal, "")
+			}
+		case <-auth.C:
+			// Anyone may hold public channels without a token; a socket that did neither
+			// is closed, so idle sockets cannot pile up.
+			if sk.client.Subscriptions() == 0 && !sk.authenticated() {
+				sk.client.Close(protocol.CloseAuthTimeout, "authenticate or subscribe within the time limit")
+			}
+		case <-sk.client.Done():
+			code, text := sk.client.CloseReason()
+			closeWith(sk.conn.Conn, code, text, sk.rt.WriteDeadline)
+			_ = sk.conn.Close()
+			return
+		}
+	}
+}
+
+func closeWith(conn interface {
+	WriteControl(int, []byte, time.Time) error
+}, code int, text string, d time.Duration) {
+	_ = conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, text), time.Now().Add(d))
+}
+
+func (sk *socket) authenticated() bool { return sk.claims != nil }
+
+func (sk *socket) readLoop() {
+	idle := sk.rt.IdleTimeout
+	_ = sk.conn.SetReadDeadline(time.Now().Add(idle))
+	sk.conn.SetPongHandler(func(string) error { return sk.conn.SetReadDeadline(time.Now().Add(idle)) })
+	for {
+		typ, msg, err := sk.conn.ReadMessage()
+		if err != nil {
+			if errors.Is(err, websocket.ErrReadLimit) {
+				sk.client.Close(protocol.CloseTooBig, "frame too large")
+			}
+			return
+		}
+		_ = sk.conn.SetReadDeadline(time.Now().Add(idle))
+		if typ != websocket.TextMessage {
+			sk.client.Close(protocol.ClosePolicy, "send JSON text frames")
+			return
+		}
+		if !utf8.Valid(msg) {
+			sk.client.Close(protocol.CloseInvalidData, "frames must be UTF-8")
+			return
+		}
+		if !sk.limiter.Allow() {
+			sk.strikes++
+			if sk.strikes > sk.rt.FrameBurst {
+				sk.client.Close(protocol.CloseRateLimited, "too many frames")
+				return
+			}
+			sk.reply(protocol.ServerFrame{Type: protocol.TypeError, Code: protocol.ErrRateLimited, Message: "too many frames: slow down"})
+			continue
+		}
+		sk.strikes = 0
+		sk.handle(msg)
+	}
+}
+
+func (sk *socket) reply(f protocol.ServerFrame) {
+	b, err := json.Marshal(f)
+	if err == nil {
+		sk.client.Enqueue(b)
+	}
+}
+
+func (sk *socket) fail(id uint64, channel, code, msg string) {
+	sk.reply(protocol.ServerFrame{Type: protocol.TypeError, ID: id, Channel: channel, Code: code, Message: msg})
+}
+
+func (sk *socket) handle(msg []byte) {
+	var f protocol.ClientFrame
+	dec := json.NewDecoder(bytes.NewReader(msg))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&f); err != nil || dec.More() {
+		sk.fail(0, "", protocol.ErrBadFrame, "a frame is one JSON object with a known type and fields")
+		return
+	}
+	switch f.Type {
+	case protocol.TypePing:
+		sk.reply(protocol.ServerFrame{Type: protocol.TypePong, ID: f.ID})
+	case protocol.TypeAuth:
+		claims, err := sk.s.opts.Tokens.Verify(f.Token)
+		if err != nil {
+			sk.fail(f.ID, "", protocol.ErrUnauthorized, "the token is not valid")
+			return
+		}
+		sk.claims = &claims
+		sk.reply(protocol.ServerFrame{Type: protocol.TypeAuthOK, ID: f.ID})
+	case protocol.TypeSubscribe:
+		sk.subscribe(f)
+	case protocol.TypeUnsubscribe:
+		ch, err := realtime.ParseChannel(f.Channel)
+		if err != nil {
+			sk.frameError(f, err)
+			return
+		}
+		found := false
+		for _, lang := range cabildo.Langs {
+			key := ch.Name() + "|" + string(lang)
+			if sk.client.Subscribed(key) {
+				sk.rt.Hub.Unsubscribe(sk.client, key)
+				found = true
+			}
+		}
+		if !found {
+			sk.fail(f.ID, f.Channel, protocol.ErrNotSubscribed, "not subscribed to this channel")
+			return
+		}
+		sk.reply(protocol.ServerFrame{Type: protocol.TypeUnsubscribed, ID: f.ID, Channel: f.Channel})
+	default:
+		sk.fail(f.ID, "", protocol.ErrUnknownType, "unknown frame type")
+	}
+}
+
+func (sk *socket) frameError(f protocol.ClientFrame, err error) {
+	var fe *realtime.FrameError
+	if errors.As(err, &fe) {
+		sk.fail(f.ID, f.Channel, fe.Code, fe.Message)
+		return
+	}
+	sk.s.log.Error("websocket subscribe failed", "err", err)
+	sk.fail(f.ID, f.Channel, protocol.ErrUnknownChannel, "the channel is not available")
+}
+
+func (sk *socket) subscribe(f protocol.ClientFrame) {
+	ch, err := realtime.ParseChannel(f.Channel)
+	if err != nil {
+		sk.frameError(f, err)
+		return
+	}
+	lang := cabildo.ES
+	if f.Lang != "" {
+		l, ok := cabildo.ParseLang(f.Lang)
+		if !ok {
+			sk.fail(f.ID, f.Channel, protocol.ErrBadFrame, "lang must be es or en")
+			return
+		}
+		lang = l
+	}
+	if err := authorize(sk.claims, ch); err != nil {
+		sk.frameError(f, err)
+		return
+	}
+	for _, l := range cabildo.Langs {
+		if sk.client.Subscribed(ch.Name() + "|" + string(l)) {
+			sk.fail(f.ID, f.Channel, protocol.ErrAlreadySubscribed, "already subscribed; unsubscribe first")
+			return
+		}
+	}
+	if sk.client.Subscriptions() >= sk.rt.MaxSubs {
+		sk.fail(f.ID, f.Channel, protocol.ErrTooManySubscriptions, "too many subscriptions on this connection")
+		return
+	}
+	if err := sk.rt.Channels.Subscribe(sk.client, ch, lang, f.Since, f.ID); err != nil && !errors.Is(err, realtime.ErrClosed) {
+		sk.frameError(f, err)
+	}
+}
+
+// authorize is the one place that says who may subscribe to what. Programme channels are
+// public; moderation channels (town hall) will need a moderator token for their event.
+func authorize(claims *token.Claims, ch realtime.Channel) error {
+	switch ch.Kind {
+	case "schedule":
+		return nil
+	}
+	if claims == nil {
+		return &realtime.FrameError{Code: protocol.ErrUnauthorized, Message: "authenticate first"}
+	}
+	if claims.Event != ch.Event || !strings.EqualFold(string(claims.Type), "moderator") {
+		return &realtime.FrameError{Code: protocol.ErrForbidden, Message: "this channel needs another role"}
+	}
+	return nil
+}

@@ -1,0 +1,150 @@
+package realtime
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+
+	"github.com/cabildo/cabildo/internal/cabildo"
+	"github.com/cabildo/cabildo/internal/projection"
+	"github.com/cabildo/cabildo/internal/render"
+	"github.com/cabildo/cabildo/pkg/api"
+	"github.com/cabildo/cabildo/pkg/protocol"
+)
+
+// Channels turns what the projection applies into frames on the hub's topics, and
+// starts subscriptions from the projection. A topic is a channel in one language:
+// a broadcast is encoded once per language that has subscribers.
+type Channels struct {
+	hub   *Hub
+	store *projection.Store
+}
+
+// NewChannels serves the hub's channels from store.
+func NewChannels(hub *Hub, store *projection.Store) *Channels {
+	return &Channels{hub: hub, store: store}
+}
+
+// Channel is a parsed channel name.
+type Channel struct {
+	Kind  string // schedule
+	Event string
+}
+
+// ParseChannel validates a channel name such as "schedule:ogp-2027".
+func ParseChannel(name string) (Channel, error) {
+	if len(name) > protocol.MaxChannelName {
+		return Channel{}, &FrameError{Code: protocol.ErrChannelNameTooLong, Message: fmt.Sprintf("channel names are at most %d bytes", protocol.MaxChannelName)}
+	}
+	kind, event, ok := strings.Cut(name, ":")
+	if !ok || kind != "schedule" || !cabildo.ValidSlug(event) {
+		return Channel{}, &FrameError{Code: protocol.ErrUnknownChannel, Message: "unknown channel: try schedule:<event>"}
+	}
+	return Channel{Kind: kind, Event: event}, nil
+}
+
+// Name is the channel's wire name.
+func (c Channel) Name() string { return c.Kind + ":" + c.Event }
+
+// FrameError is a protocol error answered with an error frame.
+type FrameError struct {
+	Code    string
+	Message string
+}
+
+func (e *FrameError) Error() string { return e.Code + ": " + e.Message }
+
+func topicKey(channel string, lang cabildo.Lang) string { return channel + "|" + string(lang) }
+
+// ScheduleUpdate is the data of an update on schedule:<event>: every change of one version.
+type ScheduleUpdate struct {
+	Changes []api.Change `json:"changes"`
+}
+
+// OnApply publishes what one log entry changed. It runs on the projection's consuming
+// goroutine, after the entry is applied, so Publish follows the projection's order.
+func (ch *Channels) OnApply(a projection.Applied) {
+	if len(a.Changes) == 0 {
+		return
+	}
+	name := "schedule:" + a.Event
+	for _, lang := range cabildo.Langs {
+		key := topicKey(name, lang)
+		if !ch.hub.HasTopic(key) {
+			continue
+		}
+		var frame Frame
+		ch.store.Read(a.Event, func(st *projection.EventState) {
+			l := render.New(st, lang)
+			up := ScheduleUpdate{Changes: make([]api.Change, 0, len(a.Changes))}
+			for _, c := range a.Changes {
+				up.Changes = append(up.Changes, l.Change(c))
+			}
+			frame = encode(protocol.ServerFrame{Type: protocol.TypeUpdate, Channel: name, Version: a.Seq, Prev: &a.Prev}, up)
+		})
+		if frame != nil {
+			ch.hub.Publish(key, a.Seq, frame)
+		}
+	}
+}
+
+// Subscribe subscribes c to a channel in lang. With since, it sends exactly the updates
+// after since, or one fresh snapshot when they cannot be given (since too old, before the
+// event, or ahead of it): never silence, never an error loop. Then a subscribed frame says
+// from which version on the client is live.
+func (ch *Channels) Subscribe(c *Client, chn Channel, lang cabildo.Lang, since *uint64, id uint64) error {
+	name := chn.Name()
+	return ch.hub.Subscribe(c, topicKey(name, lang), func() ([]Frame, uint64, error) {
+		var (
+			frames  []Frame
+			version uint64
+		)
+		found := ch.store.Read(chn.Event, func(st *projection.EventState) {
+			version = st.Version
+			l := render.New(st, lang)
+			if since != nil && *since >= st.Created && *since <= st.Version {
+				if changes, err := st.ChangesSince(*since); err == nil {
+					frames = updates(l, name, st.VersionAt(*since), changes)
+					return
+				}
+			}
+			frames = []Frame{encode(protocol.ServerFrame{Type: protocol.TypeSnapshot, Channel: name, Version: version}, l.Schedule())}
+		})
+		if !found {
+			return nil, 0, &FrameError{Code: protocol.ErrUnknownChannel, Message: fmt.Sprintf("event %q does not exist", chn.Event)}
+		}
+		frames = append(frames, encode(protocol.ServerFrame{Type: protocol.TypeSubscribed, ID: id, Channel: name, Version: version}, nil))
+		return frames, version, nil
+	})
+}
+
+// updates groups changes by version into update frames chained by prev.
+func updates(l render.Localizer, name string, prev uint64, changes []cabildo.Change) []Frame {
+	var frames []Frame
+	for i := 0; i < len(changes); {
+		v := changes[i].Version
+		up := ScheduleUpdate{}
+		for ; i < len(changes) && changes[i].Version == v; i++ {
+			up.Changes = append(up.Changes, l.Change(changes[i]))
+		}
+		p := prev
+		frames = append(frames, encode(protocol.ServerFrame{Type: protocol.TypeUpdate, Channel: name, Version: v, Prev: &p}, up))
+		prev = v
+	}
+	return frames
+}
+
+func encode(f protocol.ServerFrame, data any) Frame {
+	if data != nil {
+		b, err := json.Marshal(data)
+		if err != nil {
+			panic(fmt.Sprintf("realtime: encode %s data: %v", f.Type, err)) // our own types always encode
+		}
+		f.Data = b
+	}
+	b, err := json.Marshal(f)
+	if err != nil {
+		panic(fmt.Sprintf("realtime: encode %s: %v", f.Type, err))
+	}
+	return b
+}
