@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -272,4 +273,25 @@ func TestRealtimeBadInput(t *testing.T) {
 		w := mustDial(t, n)
 		w.subscribe("schedule:"+demoEvent, nil)
 	})
+}
+
+// TestRealtimeAcrossNodes: two nodes on one NATS, neither knowing the other; a change
+// written on node A reaches a websocket client on node B.
+func TestRealtimeAcrossNodes(t *testing.T) {
+	a := startNode(t, "", nil, "--demo", "--nats-listen", "127.0.0.1:0")
+	m := regexp.MustCompile(`in-process NATS accepts clients.*url=(nats://\S+)`).FindStringSubmatch(a.stderr.String())
+	if m == nil {
+		t.Fatalf("node A did not say where its NATS listens:\n%s", a.stderr.String())
+	}
+	b := startNode(t, "", nil, "--nats-url", m[1])
+	sch := getSchedule(t, b)
+	s := pickSession(t, sch, "panel")
+
+	w := mustDial(t, b)
+	w.subscribe("schedule:"+demoEvent, nil)
+	v := moveSession(t, a, a.token("organizer"), s.ID, "terraza-jardin")
+	f := w.next()
+	if f.Type != protocol.TypeUpdate || f.Version != v || *f.Prev != sch.Version {
+		t.Fatalf("node B's client got %+v, want update %d after %d", f, v, sch.Version)
+	}
 }
