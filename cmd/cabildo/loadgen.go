@@ -20,8 +20,11 @@ import (
 // loadgen measures a running node from its own process. Scenarios print one JSON line
 // each, so runs can be compared and kept (docs/benchmarks.md).
 func loadgen(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && args[0] == "ws" {
+		return loadgenWS(ctx, args[1:], stdout, stderr)
+	}
 	if len(args) == 0 || args[0] != "rest" {
-		return errors.New("usage: cabildo loadgen rest --url URL --event ID --token T [--duration 10s] [--concurrency 16]")
+		return errors.New("usage: cabildo loadgen rest|ws --url URL ... (see cabildo loadgen rest -h, cabildo loadgen ws -h)")
 	}
 	fs := flag.NewFlagSet("loadgen rest", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -123,16 +126,27 @@ func (l *restLoad) get(ctx context.Context, path, etag string, want int) error {
 // nudge moves a session one minute later on odd calls and back on even ones: every call
 // is a real, acknowledged programme change.
 func (l *restLoad) nudge(ctx context.Context, s api.Session, i int) error {
+	req, err := l.nudgeRequest(ctx, s, i)
+	if err != nil {
+		return err
+	}
+	return l.send(req, 200)
+}
+
+func (l *restLoad) nudgeRequest(ctx context.Context, s api.Session, i int) (*http.Request, error) {
 	start, _ := time.Parse(time.RFC3339, s.Start)
 	end, _ := time.Parse(time.RFC3339, s.End)
 	if i%2 == 0 {
 		start, end = start.Add(time.Minute), end.Add(time.Minute)
 	}
 	body, _ := json.Marshal(map[string]string{"start": start.Format(time.RFC3339), "end": end.Format(time.RFC3339)})
-	req, _ := http.NewRequestWithContext(ctx, "PATCH", fmt.Sprintf("%s/v1/events/%s/sessions/%d?force=true", l.base, l.event, s.ID), bytes.NewReader(body))
+	req, err := http.NewRequestWithContext(ctx, "PATCH", fmt.Sprintf("%s/v1/events/%s/sessions/%d?force=true", l.base, l.event, s.ID), bytes.NewReader(body))
+	if err != nil {
+		return nil, err
+	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Authorization", "Bearer "+l.token)
-	return l.send(req, 200)
+	return req, nil
 }
 
 func (l *restLoad) send(req *http.Request, want int) error {

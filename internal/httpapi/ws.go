@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -83,9 +84,13 @@ func (s *Server) checkOrigin(c *fiber.Ctx) error {
 func (s *Server) websocketHandler() fiber.Handler {
 	return fws.New(func(conn *fws.Conn) { s.serveSocket(conn) }, fws.Config{
 		HandshakeTimeout: 10 * time.Second, EnableCompression: false,
-		ReadBufferSize: 4 << 10, WriteBufferSize: 4 << 10,
+		// Small buffers and a shared write buffer pool: most sockets are idle most of the
+		// time, and memory per connection is what bounds a node.
+		ReadBufferSize: 1 << 10, WriteBufferSize: 4 << 10, WriteBufferPool: &writeBuffers,
 	})
 }
+
+var writeBuffers sync.Pool
 
 // socket is one websocket connection's state, owned by its read loop.
 type socket struct {

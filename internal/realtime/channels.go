@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
+	"sync"
 
 	"github.com/cabildo/cabildo/internal/cabildo"
 	"github.com/cabildo/cabildo/internal/projection"
@@ -18,11 +19,21 @@ import (
 type Channels struct {
 	hub   *Hub
 	store *projection.Store
+
+	mu        sync.Mutex
+	snapshots map[string]snapshotFrame // newest snapshot frame per topic
+}
+
+// snapshotFrame is a snapshot encoded once and shared by every subscriber that joins at
+// its version: a thousand clients joining together cost one rendering, not a thousand.
+type snapshotFrame struct {
+	version uint64
+	frame   Frame
 }
 
 // NewChannels serves the hub's channels from store.
 func NewChannels(hub *Hub, store *projection.Store) *Channels {
-	return &Channels{hub: hub, store: store}
+	return &Channels{hub: hub, store: store, snapshots: map[string]snapshotFrame{}}
 }
 
 // Channel is a parsed channel name.
@@ -108,7 +119,9 @@ func (ch *Channels) Subscribe(c *Client, chn Channel, lang cabildo.Lang, since *
 					return
 				}
 			}
-			frames = []Frame{encode(protocol.ServerFrame{Type: protocol.TypeSnapshot, Channel: name, Version: version}, l.Schedule())}
+			frames = []Frame{ch.snapshot(topicKey(name, lang), version, func() Frame {
+				return encode(protocol.ServerFrame{Type: protocol.TypeSnapshot, Channel: name, Version: version}, l.Schedule())
+			})}
 		})
 		if !found {
 			return nil, 0, &FrameError{Code: protocol.ErrUnknownChannel, Message: fmt.Sprintf("event %q does not exist", chn.Event)}
@@ -147,4 +160,17 @@ func encode(f protocol.ServerFrame, data any) Frame {
 		panic(fmt.Sprintf("realtime: encode %s: %v", f.Type, err))
 	}
 	return b
+}
+
+// snapshot returns the topic's snapshot frame at version, encoding it only if no
+// subscriber needed that version before.
+func (ch *Channels) snapshot(key string, version uint64, render func() Frame) Frame {
+	ch.mu.Lock()
+	defer ch.mu.Unlock()
+	if sf, ok := ch.snapshots[key]; ok && sf.version == version {
+		return sf.frame
+	}
+	f := render()
+	ch.snapshots[key] = snapshotFrame{version: version, frame: f}
+	return f
 }

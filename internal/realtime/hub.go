@@ -56,7 +56,7 @@ var ErrClosed = errors.New("realtime: closed")
 // New returns an empty hub.
 func New(opts Options) *Hub {
 	if opts.QueueSize <= 0 {
-		opts.QueueSize = 256
+		opts.QueueSize = 64
 	}
 	return &Hub{opts: opts, topics: map[string]*topic{}, clients: map[*Client]struct{}{}}
 }
