@@ -82,7 +82,7 @@ func TestSDKResumesAcrossRestarts(t *testing.T) {
 		t.Fatalf("client saw versions %v, want exactly %v", seen, written)
 	}
 	st := c.Stats()
-	if len(snap) != 1 || st.Gaps != 0 || st.Duplicates != 0 || st.Connects < 3 {
-		t.Fatalf("snapshots %v, stats %+v: want one snapshot, no gaps, no duplicates, ≥ 3 connections", snap, st)
+	if len(snap) != 1 || st.Gaps != 0 || st.Duplicates != 0 || st.Connects < 2 {
+		t.Fatalf("snapshots %v, stats %+v: want one snapshot, no gaps, no duplicates, ≥ 2 connections", snap, st)
 	}
 }

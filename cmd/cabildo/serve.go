@@ -94,6 +94,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	if cfg.RedisURL == "" {
 		cc = memcache.New()
 	} else {
+		rediscache.RouteLogs(log)
 		rc, err := rediscache.New(ctx, rediscache.Options{URL: cfg.RedisURL})
 		if err != nil {
 			return err

@@ -285,7 +285,7 @@ func validationMessage(err error) string {
 	var walk func(e *jsonschema.ValidationError)
 	walk = func(e *jsonschema.ValidationError) {
 		if len(e.Causes) == 0 {
-			parts = append(parts, e.Error())
+			parts = append(parts, strings.Replace(e.Error(), "at ''", "at /", 1))
 		}
 		for _, c := range e.Causes {
 			walk(c)
