@@ -104,7 +104,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	defer cc.Close()
 
 	// The projection: start from a snapshot that matches this log, then consume the tail.
-	hub := realtime.New(realtime.Options{})
+	hub := realtime.New(realtime.Options{QueueSize: cfg.WS.QueueSize})
 	var channels *realtime.Channels
 	store := projection.New(projection.Options{Logger: log, MaxChanges: cfg.ChangeHistory,
 		OnApply: func(a projection.Applied) { channels.OnApply(a) }})
@@ -152,10 +152,15 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 
 	var ready atomic.Bool
 	reg := prometheus.NewRegistry()
+	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "cabildo_websocket_slow_consumers_total", Help: "Websockets closed because they could not keep up.",
+	}, func() float64 { return float64(hub.Stats().SlowConsumers) }))
 	api := httpapi.New(httpapi.Options{
 		Logger: log, Store: store, Schedule: svc, Tokens: keys, Cache: cc, Registry: reg,
-		OpenAPI:  mobileapi.OpenAPI,
-		Realtime: httpapi.Realtime{Hub: hub, Channels: channels, Origins: cfg.Origins},
+		OpenAPI: mobileapi.OpenAPI,
+		Realtime: httpapi.Realtime{Hub: hub, Channels: channels, Origins: cfg.Origins,
+			AuthTimeout: cfg.WS.AuthTimeout, PingEvery: cfg.WS.PingEvery, IdleTimeout: cfg.WS.IdleTimeout,
+			FrameRate: cfg.WS.FrameRate, FrameBurst: int(2 * cfg.WS.FrameRate), MaxConnsPerIP: cfg.WS.MaxConnsPerIP},
 		Ready: func(ctx context.Context) (bool, map[string]string) {
 			checks := map[string]string{"log": "up", "projection": "caught_up", "cache": cc.Name()}
 			ok := ready.Load()

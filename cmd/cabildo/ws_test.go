@@ -295,3 +295,30 @@ func TestRealtimeAcrossNodes(t *testing.T) {
 		t.Fatalf("node B's client got %+v, want update %d after %d", f, v, sch.Version)
 	}
 }
+
+// TestRealtimeConnectionLimits is scenario 18 in small: a socket that neither
+// authenticates nor subscribes is closed with 4408; one holding a public subscription is
+// kept; a client address over its cap is refused before the upgrade with 429.
+func TestRealtimeConnectionLimits(t *testing.T) {
+	n := startNode(t, "", nil, "--demo", "--ws-auth-timeout", "300ms", "--ws-max-conns-per-ip", "3")
+	idle := mustDial(t, n)
+	busy := mustDial(t, n)
+	busy.subscribe("schedule:"+demoEvent, nil)
+	if code := idle.closeCode(); code != protocol.CloseAuthTimeout {
+		t.Fatalf("idle socket closed with %d, want %d", code, protocol.CloseAuthTimeout)
+	}
+	// The idle one is gone: two more fit under the cap of three, a third does not.
+	mustDial(t, n)
+	checkFor(t, 5*time.Second, 20*time.Millisecond, func() error {
+		_, _, err := dialWS(t, n, nil)
+		return err
+	})
+	_, resp, err := dialWS(t, n, nil)
+	if err == nil || resp == nil || resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get("Retry-After") == "" {
+		t.Fatalf("4th socket from one address: err %v, response %v", err, resp)
+	}
+	busy.send(protocol.ClientFrame{Type: protocol.TypePing, ID: 9})
+	if f := busy.next(); f.Type != protocol.TypePong {
+		t.Fatalf("subscribed socket after the idle timeout: %+v", f)
+	}
+}

@@ -32,9 +32,20 @@ type Serve struct {
 	StreamReplicas int           // JetStream replicas of the log stream
 	Dedupe         time.Duration // JetStream de-duplication window
 	SnapshotEvery  time.Duration // how often the projection snapshot is written to the cache
+	WS             WS
 	ShutdownGrace  time.Duration
 	LogLevel       string
 	LogFormat      string // text or json
+}
+
+// WS tunes the websocket endpoint; zero values take the server's defaults.
+type WS struct {
+	AuthTimeout   time.Duration
+	PingEvery     time.Duration
+	IdleTimeout   time.Duration
+	FrameRate     float64
+	MaxConnsPerIP int
+	QueueSize     int
 }
 
 // env names every flag's environment variable: CABILDO_ plus the flag in upper snake case.
@@ -69,6 +80,12 @@ func LoadServe(args []string, getenv func(string) string, stderr io.Writer) (Ser
 	fs.IntVar(&c.StreamReplicas, "stream-replicas", 1, "replicas of the log stream (3 in a NATS cluster)")
 	fs.DurationVar(&c.Dedupe, "dedupe-window", 10*time.Minute, "window in which the log drops a repeated Idempotency-Key")
 	fs.DurationVar(&c.SnapshotEvery, "snapshot-every", 30*time.Second, "how often to write the projection snapshot to the cache")
+	fs.DurationVar(&c.WS.AuthTimeout, "ws-auth-timeout", 5*time.Second, "close a websocket that neither authenticated nor subscribed within this time")
+	fs.DurationVar(&c.WS.PingEvery, "ws-ping", 25*time.Second, "websocket ping interval")
+	fs.DurationVar(&c.WS.IdleTimeout, "ws-idle-timeout", 35*time.Second, "close a websocket silent for this long (no frame, no pong)")
+	fs.Float64Var(&c.WS.FrameRate, "ws-frame-rate", 20, "frames per second a client may send (burst twice that)")
+	fs.IntVar(&c.WS.MaxConnsPerIP, "ws-max-conns-per-ip", 5000, "open websockets per client address")
+	fs.IntVar(&c.WS.QueueSize, "ws-queue", 64, "frames queued per websocket before it is closed as a slow consumer")
 	fs.DurationVar(&c.ShutdownGrace, "shutdown-grace", 10*time.Second, "how long shutdown waits for in-flight work")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&c.LogFormat, "log-format", "text", "text or json")
@@ -109,6 +126,10 @@ func (c Serve) validate() error {
 		if u, err := url.Parse(o); o != "*" && (err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.Path != "") {
 			errs = append(errs, fmt.Errorf("--allowed-origins: %q is not an origin such as https://app.example.org", o))
 		}
+	}
+	if c.WS.AuthTimeout <= 0 || c.WS.PingEvery <= 0 || c.WS.IdleTimeout <= c.WS.PingEvery || c.WS.FrameRate <= 0 ||
+		c.WS.MaxConnsPerIP < 1 || c.WS.QueueSize < 4 {
+		errs = append(errs, errors.New("--ws-* settings must be positive, the idle timeout longer than the ping interval, the queue at least 4"))
 	}
 	if c.ChangeHistory < 1 {
 		errs = append(errs, errors.New("--change-history must be at least 1"))

@@ -2,6 +2,7 @@ package contract
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -271,7 +272,47 @@ func (v *FrameValidator) check(side string, own, other map[string][]frameSchema,
 	if err := fs.schema.Validate(inst); err != nil {
 		return fmt.Errorf("contract: %s %s frame does not match message %s: %s", side, typ, fs.message, validationMessage(err))
 	}
+	if err := checkVersions(fs.message, obj); err != nil {
+		return fmt.Errorf("contract: %s %s frame (message %s): %w", side, typ, fs.message, err)
+	}
 	return nil
+}
+
+// checkVersions checks what the document says about versions and a schema cannot: an
+// update's prev is below its version, and the versions inside data are the frame's.
+func checkVersions(message string, frame map[string]any) error {
+	version, _ := frame["version"].(json.Number)
+	if prev, ok := frame["prev"].(json.Number); ok && !numLess(prev, version) {
+		return fmt.Errorf("prev %s is not below version %s", prev, version)
+	}
+	data, _ := frame["data"].(map[string]any)
+	var inner []any
+	switch message {
+	case "scheduleSnapshot":
+		inner = []any{data["version"]}
+	case "scheduleUpdate":
+		changes, _ := data["changes"].([]any)
+		for _, c := range changes {
+			inner = append(inner, c.(map[string]any)["version"])
+		}
+	case "announcementsUpdate":
+		inner = []any{data["announcement"].(map[string]any)["version"]}
+	}
+	for _, v := range inner {
+		if n, _ := v.(json.Number); n.String() != version.String() {
+			return fmt.Errorf("data carries version %v, the frame %s", v, version)
+		}
+	}
+	return nil
+}
+
+// numLess compares two non-negative JSON integers exactly, as strings of digits.
+func numLess(a, b json.Number) bool {
+	x, y := strings.TrimLeft(a.String(), "0"), strings.TrimLeft(b.String(), "0")
+	if len(x) != len(y) {
+		return len(x) < len(y)
+	}
+	return x < y
 }
 
 // validationMessage keeps a schema failure to one line: the innermost failures, each

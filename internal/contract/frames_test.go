@@ -498,7 +498,7 @@ func TestValidFrames(t *testing.T) {
 		"subscribed":      serverFrame(t, protocol.ServerFrame{Type: protocol.TypeSubscribed, ID: 2, Channel: scheduleChannel, Version: 4812}, nil),
 		"subscribed ann.": serverFrame(t, protocol.ServerFrame{Type: protocol.TypeSubscribed, Channel: announcementsChannel, Version: 4815}, nil),
 		"schedule update": serverFrame(t, protocol.ServerFrame{Type: protocol.TypeUpdate, Channel: scheduleChannel, Version: 4812, Prev: u64(4790)}, scheduleUpdate{Changes: testChanges()}),
-		"update prev 0":   serverFrame(t, protocol.ServerFrame{Type: protocol.TypeUpdate, Channel: scheduleChannel, Version: 3, Prev: u64(0)}, scheduleUpdate{Changes: testChanges()[:1]}),
+		"update prev 0":   serverFrame(t, protocol.ServerFrame{Type: protocol.TypeUpdate, Channel: scheduleChannel, Version: 3, Prev: u64(0)}, scheduleUpdate{Changes: []api.Change{{Version: 3, At: updatedAt, Type: "event_updated", Entity: &api.EntityRef{Kind: "event", ID: "abierta-2025"}}}}),
 		"announcement":    serverFrame(t, protocol.ServerFrame{Type: protocol.TypeUpdate, Channel: announcementsChannel, Version: 4815, Prev: u64(4801)}, announcementsUpdate{Announcement: testAnnouncements()[1]}),
 		"unsubscribed":    serverFrame(t, protocol.ServerFrame{Type: protocol.TypeUnsubscribed, ID: 4, Channel: announcementsChannel}, nil),
 		"access ended":    serverFrame(t, protocol.ServerFrame{Type: protocol.TypeUnsubscribed, Channel: scheduleChannel}, nil),
@@ -555,6 +555,13 @@ func TestInvalidFrames(t *testing.T) {
 			announcementsUpdate{Announcement: announcement{ID: 1, Version: 5, At: updatedAt, Title: "t", Body: "b", Priority: "loud"}}),
 		"announcement no title": serverFrame(t, protocol.ServerFrame{Type: protocol.TypeUpdate, Channel: announcementsChannel, Version: 5, Prev: u64(4)},
 			announcementsUpdate{Announcement: announcement{ID: 1, Version: 5, At: updatedAt, Body: "b", Priority: "info"}}),
+		"prev not below": serverFrame(t, protocol.ServerFrame{Type: protocol.TypeUpdate, Channel: scheduleChannel, Version: 4812, Prev: u64(4812)}, scheduleUpdate{Changes: testChanges()}),
+		"change of another version": mutateFrame(t, update, func(m map[string]any) {
+			m["data"].(map[string]any)["changes"].([]any)[1].(map[string]any)["version"] = 4811
+		}),
+		"snapshot data version": mutateFrame(t, snapshot, func(m map[string]any) { m["version"] = 4813 }),
+		"announcement version": serverFrame(t, protocol.ServerFrame{Type: protocol.TypeUpdate, Channel: announcementsChannel, Version: 6, Prev: u64(4)},
+			announcementsUpdate{Announcement: announcement{ID: 1, Version: 5, At: updatedAt, Title: "t", Body: "b", Priority: "info"}}),
 		"subscribed no channel": serverFrame(t, protocol.ServerFrame{Type: protocol.TypeSubscribed, ID: 1, Version: 3}, nil),
 		"pong extra":            []byte(`{"type":"pong","id":1,"extra":true}`),
 		"auth_ok with channel":  serverFrame(t, protocol.ServerFrame{Type: protocol.TypeAuthOK, Channel: scheduleChannel}, nil),
@@ -579,6 +586,8 @@ func TestInvalidFrames(t *testing.T) {
 		"update bad at":          "is not valid date-time",
 		"unknown type":           `type "hello" is not in the contract`,
 		"snapshot other channel": `channel "streams:abierta-2025"`,
+		"prev not below":         "prev 4812 is not below version 4812",
+		"snapshot data version":  "data carries version 4812, the frame 4813",
 	}
 	for name, frame := range server {
 		err := v.Server(frame)

@@ -14,6 +14,7 @@ import (
 )
 
 type metrics struct {
+	sockets  prometheus.Gauge
 	requests *prometheus.CounterVec
 	duration *prometheus.HistogramVec
 	handler  fiber.Handler
@@ -29,7 +30,10 @@ func newMetrics(reg *prometheus.Registry, store *projection.Store) *metrics {
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
 		}, []string{"method", "route"}),
 	}
-	reg.MustRegister(m.requests, m.duration)
+	m.sockets = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "cabildo_websocket_connections", Help: "Open websocket connections.",
+	})
+	reg.MustRegister(m.requests, m.duration, m.sockets)
 	if store != nil {
 		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "cabildo_projection_sequence", Help: "Last log sequence this node's projection applied.",

@@ -58,6 +58,8 @@ type Server struct {
 	log  *slog.Logger
 	app  *fiber.App
 	m    *metrics
+	// perIP counts open websockets per client address.
+	perIP ipCounts
 }
 
 // New builds the application and its routes.

@@ -32,11 +32,12 @@ type Realtime struct {
 	// cookies. ["*"] allows every origin, for development only.
 	Origins []string
 
+	MaxConnsPerIP int           // open sockets per client IP, default 5,000 (venue Wi-Fi is one IP)
 	FrameRate     float64       // frames per second per connection, default 20
 	FrameBurst    int           // default 40
-	AuthTimeout   time.Duration // close an idle unauthenticated socket after this, default 10 s
+	AuthTimeout   time.Duration // close an idle unauthenticated socket after this, default 5 s
 	PingEvery     time.Duration // default 25 s
-	IdleTimeout   time.Duration // no frame and no pong for this long: dead peer, default 60 s
+	IdleTimeout   time.Duration // no frame and no pong for this long: dead peer, default 35 s
 	MaxSubs       int           // default protocol.MaxSubscriptions
 	WriteDeadline time.Duration // one frame's write, default 10 s
 }
@@ -49,13 +50,16 @@ func (r *Realtime) defaults() {
 		r.FrameBurst = 40
 	}
 	if r.AuthTimeout == 0 {
-		r.AuthTimeout = 10 * time.Second
+		r.AuthTimeout = 5 * time.Second
+	}
+	if r.MaxConnsPerIP == 0 {
+		r.MaxConnsPerIP = 5000
 	}
 	if r.PingEvery == 0 {
 		r.PingEvery = 25 * time.Second
 	}
 	if r.IdleTimeout == 0 {
-		r.IdleTimeout = 60 * time.Second
+		r.IdleTimeout = 35 * time.Second
 	}
 	if r.MaxSubs == 0 {
 		r.MaxSubs = protocol.MaxSubscriptions
@@ -72,13 +76,48 @@ func (s *Server) checkOrigin(c *fiber.Ctx) error {
 		return cabildo.Errorf(cabildo.CodeInvalidRequest, "this endpoint speaks websocket only: send an Upgrade request")
 	}
 	origin := c.Get(fiber.HeaderOrigin)
-	if origin == "" || slices.Contains(s.opts.Realtime.Origins, "*") {
-		return c.Next()
+	allowed := origin == "" || slices.Contains(s.opts.Realtime.Origins, "*")
+	if u, err := url.Parse(origin); !allowed && err == nil {
+		allowed = slices.Contains(s.opts.Realtime.Origins, u.Scheme+"://"+u.Host)
 	}
-	if u, err := url.Parse(origin); err == nil && slices.Contains(s.opts.Realtime.Origins, u.Scheme+"://"+u.Host) {
-		return c.Next()
+	if !allowed {
+		return cabildo.Errorf(cabildo.CodeForbidden, "websocket connections from this origin are not allowed")
 	}
-	return cabildo.Errorf(cabildo.CodeForbidden, "websocket connections from this origin are not allowed")
+	ip := c.IP()
+	if !s.perIP.acquire(ip, s.opts.Realtime.MaxConnsPerIP) {
+		return &cabildo.Error{Code: cabildo.CodeRateLimited, Message: "too many open connections from this address", RetryAfter: 5 * time.Second}
+	}
+	c.Locals(ipKey, ip)
+	return c.Next()
+}
+
+const ipKey = "cabildo.ip"
+
+// ipCounts counts open sockets per client address.
+type ipCounts struct {
+	mu sync.Mutex
+	n  map[string]int
+}
+
+func (p *ipCounts) acquire(ip string, limit int) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.n == nil {
+		p.n = map[string]int{}
+	}
+	if p.n[ip] >= limit {
+		return false
+	}
+	p.n[ip]++
+	return true
+}
+
+func (p *ipCounts) release(ip string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.n[ip]--; p.n[ip] <= 0 {
+		delete(p.n, ip)
+	}
 }
 
 func (s *Server) websocketHandler() fiber.Handler {
@@ -104,6 +143,11 @@ type socket struct {
 }
 
 func (s *Server) serveSocket(conn *fws.Conn) {
+	if ip, ok := conn.Locals(ipKey).(string); ok {
+		defer s.perIP.release(ip)
+	}
+	s.m.sockets.Inc()
+	defer s.m.sockets.Dec()
 	rt := &s.opts.Realtime
 	conn.SetReadLimit(protocol.MaxFrameBytes)
 	client, err := rt.Hub.Register()
@@ -194,7 +238,10 @@ func (sk *socket) readLoop() {
 				sk.client.Close(protocol.CloseRateLimited, "too many frames")
 				return
 			}
-			sk.reply(protocol.ServerFrame{Type: protocol.TypeError, Code: protocol.ErrRateLimited, Message: "too many frames: slow down"})
+			if sk.strikes == 1 {
+				// One warning per streak: a flood must not fill its own queue with them.
+				sk.reply(protocol.ServerFrame{Type: protocol.TypeError, Code: protocol.ErrRateLimited, Message: "too many frames: slow down"})
+			}
 			continue
 		}
 		sk.strikes = 0
