@@ -9,3 +9,8 @@ import _ "embed"
 //
 //go:embed openapi.yaml
 var OpenAPI []byte
+
+// AsyncAPI is the AsyncAPI 3.0 document of the realtime websocket protocol (asyncapi.yaml).
+//
+//go:embed asyncapi.yaml
+var AsyncAPI []byte
