@@ -7,11 +7,13 @@ import (
 	"net/http"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/fasthttp/websocket"
 
+	"github.com/cabildo/cabildo/internal/contract"
 	"github.com/cabildo/cabildo/pkg/protocol"
 )
 
@@ -41,8 +43,28 @@ func mustDial(t *testing.T, n *node) *wsConn {
 	return w
 }
 
+var (
+	framesOnce sync.Once
+	framesV    *contract.FrameValidator
+	framesErr  error
+)
+
+// frames is the AsyncAPI contract; every frame the tests send or see is checked against it.
+func frames(t testing.TB) *contract.FrameValidator {
+	t.Helper()
+	framesOnce.Do(func() { framesV, framesErr = contract.LoadFrames() })
+	if framesErr != nil {
+		t.Fatalf("load asyncapi: %v", framesErr)
+	}
+	return framesV
+}
+
 func (w *wsConn) send(f protocol.ClientFrame) {
 	w.t.Helper()
+	b, _ := json.Marshal(f)
+	if err := frames(w.t).Client(b); err != nil {
+		w.t.Errorf("a test frame breaks the contract: %v", err)
+	}
 	if err := w.c.WriteJSON(f); err != nil {
 		w.t.Fatalf("send: %v", err)
 	}
@@ -58,6 +80,9 @@ func (w *wsConn) next() protocol.ServerFrame {
 	var f protocol.ServerFrame
 	if err := json.Unmarshal(b, &f); err != nil {
 		w.t.Fatalf("frame %q: %v", b, err)
+	}
+	if err := frames(w.t).Server(b); err != nil {
+		w.t.Errorf("contract: %v\nframe: %.300s", err, b)
 	}
 	return f
 }
@@ -320,5 +345,83 @@ func TestRealtimeConnectionLimits(t *testing.T) {
 	busy.send(protocol.ClientFrame{Type: protocol.TypePing, ID: 9})
 	if f := busy.next(); f.Type != protocol.TypePong {
 		t.Fatalf("subscribed socket after the idle timeout: %+v", f)
+	}
+}
+
+// TestAnnouncements: organizers post bilingual announcements over REST; subscribers of
+// announcements:<event> get them live in their language; a resuming client gets the ones
+// it missed; the schedule channel's prev chain is not disturbed by them.
+func TestAnnouncements(t *testing.T) {
+	n := startNode(t, "", nil, "--demo")
+	tok := n.token("organizer")
+	ev := "/v1/events/" + demoEvent
+	sch := getSchedule(t, n)
+
+	ann := mustDial(t, n)
+	first := ann.subscribe("announcements:"+demoEvent, nil)
+	if first[0].Type != protocol.TypeSnapshot {
+		t.Fatalf("first frame %+v, want a snapshot", first[0])
+	}
+	sched := mustDial(t, n)
+	sched.subscribe("schedule:"+demoEvent, nil)
+
+	post := func(body map[string]any) uint64 {
+		t.Helper()
+		r := n.do(t, req{method: "POST", path: ev + "/announcements", header: auth(tok), body: body})
+		if r.Status != 201 {
+			t.Fatalf("post: %d %s", r.Status, r.Body)
+		}
+		var a struct{ Version uint64 }
+		r.json(t, &a)
+		return a.Version
+	}
+	v1 := post(map[string]any{"title": map[string]string{"es": "Cambio de sala", "en": "Room change"},
+		"body": map[string]string{"es": "La plenaria pasa al auditorio.", "en": "The plenary moves to the auditorium."}, "priority": "important"})
+	f := ann.next()
+	var up struct{ Announcement struct{ Title, Priority string } }
+	if err := json.Unmarshal(f.Data, &up); err != nil || f.Type != protocol.TypeUpdate || f.Version != v1 ||
+		*f.Prev != first[0].Version || up.Announcement.Title != "Room change" || up.Announcement.Priority != "important" {
+		t.Fatalf("live announcement %+v (%s), want update %d after %d in English", f, f.Data, v1, first[0].Version)
+	}
+	v2 := post(map[string]any{"title": map[string]string{"es": "Café en el vestíbulo"}})
+	ann.next()
+
+	// The schedule subscriber saw nothing, and its next update chains from the schedule's version.
+	s := pickSession(t, sch, "workshop")
+	moved := moveSession(t, n, tok, s.ID, "terraza-jardin")
+	if g := sched.next(); g.Type != protocol.TypeUpdate || *g.Prev != sch.Version || g.Version != moved {
+		t.Fatalf("schedule update after announcements: %+v, want prev %d", g, sch.Version)
+	}
+
+	w := mustDial(t, n)
+	got := w.subscribe("announcements:"+demoEvent, &v1)
+	if len(got) != 2 || got[0].Type != protocol.TypeUpdate || got[0].Version != v2 || *got[0].Prev != v1 {
+		t.Fatalf("resume from %d: %+v, want the one announcement %d", v1, got, v2)
+	}
+
+	var list struct {
+		Version       uint64
+		Announcements []struct{ Title string }
+	}
+	n.do(t, req{method: "GET", path: ev + "/announcements?lang=en"}).json(t, &list)
+	if list.Version != v2 || len(list.Announcements) != 2 || list.Announcements[1].Title != "Café en el vestíbulo" {
+		t.Fatalf("announcements list %+v", list)
+	}
+	for _, tc := range []struct {
+		body map[string]any
+		code string
+	}{
+		{map[string]any{"title": map[string]string{}}, "validation_failed"},
+		{map[string]any{"title": map[string]string{"es": "x"}, "priority": "loud"}, "validation_failed"},
+		{map[string]any{"title": map[string]string{"es": "x"}, "session": 999999}, "validation_failed"},
+		{map[string]any{"title": map[string]string{"es": "x"}, "id": 3}, "unknown_field"},
+	} {
+		r := n.do(t, req{method: "POST", path: ev + "/announcements", header: auth(tok), body: tc.body})
+		if r.Status != 400 || r.problemCode(t) != tc.code {
+			t.Errorf("post %v: %d %s, want 400 %s", tc.body, r.Status, r.Body, tc.code)
+		}
+	}
+	if r := n.do(t, req{method: "POST", path: ev + "/announcements", body: map[string]any{"title": map[string]string{"es": "x"}}}); r.Status != 401 {
+		t.Errorf("anonymous post: %d", r.Status)
 	}
 }

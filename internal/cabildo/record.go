@@ -6,15 +6,16 @@ import "fmt"
 type RecordType string
 
 const (
-	RecordEventPut          RecordType = "event.put"
-	RecordRoomPut           RecordType = "room.put"
-	RecordTrackPut          RecordType = "track.put"
-	RecordSpeakerPut        RecordType = "speaker.put"
-	RecordSessionCreated    RecordType = "session.created"
-	RecordSessionUpdated    RecordType = "session.updated"
-	RecordSessionCancelled  RecordType = "session.cancelled"
-	RecordSessionReinstated RecordType = "session.reinstated"
-	RecordSessionDeleted    RecordType = "session.deleted"
+	RecordEventPut           RecordType = "event.put"
+	RecordRoomPut            RecordType = "room.put"
+	RecordTrackPut           RecordType = "track.put"
+	RecordSpeakerPut         RecordType = "speaker.put"
+	RecordSessionCreated     RecordType = "session.created"
+	RecordSessionUpdated     RecordType = "session.updated"
+	RecordSessionCancelled   RecordType = "session.cancelled"
+	RecordSessionReinstated  RecordType = "session.reinstated"
+	RecordSessionDeleted     RecordType = "session.deleted"
+	RecordAnnouncementPosted RecordType = "announcement.posted"
 )
 
 // Record is one domain event: the unit appended to the log of record. Records carry the
@@ -35,6 +36,8 @@ type Record struct {
 	Speaker   *Speaker `json:"speaker,omitempty"`
 	Session   *Session `json:"session,omitempty"`
 	Reason    *Reason  `json:"reason,omitempty"`
+
+	Announcement *Announcement `json:"announcement,omitempty"`
 }
 
 // Subject is the record's aggregate within the log, relative to the log's prefix:
@@ -51,6 +54,8 @@ func (r Record) Subject() string {
 		return fmt.Sprintf("%s.speaker.%s", r.Event, r.Speaker.ID)
 	case r.Session != nil:
 		return SessionSubject(r.Event, r.Session.GUID)
+	case r.Announcement != nil:
+		return r.Event + ".announcement." + r.Announcement.GUID
 	}
 	return r.Event + ".unknown"
 }
@@ -78,6 +83,8 @@ func (r Record) Validate() error {
 		ok = r.Speaker != nil
 	case RecordSessionCreated, RecordSessionUpdated, RecordSessionCancelled, RecordSessionReinstated, RecordSessionDeleted:
 		ok = r.Session != nil
+	case RecordAnnouncementPosted:
+		ok = r.Announcement != nil
 	}
 	if !ok {
 		return fmt.Errorf("record %s: missing payload", r.Type)

@@ -31,3 +31,8 @@ type adminSession struct {
 	Day     string `json:"day"`
 	Version uint64 `json:"version"`
 }
+
+type adminAnnouncement struct {
+	cabildo.Announcement
+	Version uint64 `json:"version"`
+}

@@ -122,6 +122,7 @@ func (s *Server) routes() {
 	v1.Get("/events/:event/speakers", s.listSpeakers)
 	v1.Get("/events/:event/speakers/:speaker", s.getSpeaker)
 	v1.Get("/events/:event/changes", s.listChanges)
+	v1.Get("/events/:event/announcements", s.listAnnouncements)
 
 	org := v1.Group("/events/:event", s.requireRole(token.Organizer))
 	org.Put("", s.putEvent)
@@ -133,6 +134,7 @@ func (s *Server) routes() {
 	org.Delete("/sessions/:session", s.deleteSession)
 	org.Post("/sessions/:session/cancel", s.cancelSession)
 	org.Post("/sessions/:session/reinstate", s.reinstateSession)
+	org.Post("/announcements", s.postAnnouncement)
 }
 
 // Handler returns the Fiber app, for tests and for Listen.

@@ -64,6 +64,10 @@ type EventState struct {
 	EventVersion uint64
 	// Created is the sequence that created the event: its first version.
 	Created uint64
+	// Announcements are the event's announcements, oldest first, with their own channel
+	// version (AnnouncementsVersion) so they never break the schedule's prev chain.
+	Announcements        []cabildo.Announcement
+	AnnouncementsVersion uint64
 	// Sessions holds each session's own version and last change time.
 	Sessions map[string]Meta
 	Rooms    map[string]Meta
@@ -211,6 +215,9 @@ func (s *Store) Apply(seq uint64, subject string, at time.Time, data []byte) {
 	if err == nil {
 		if st, ok := s.events[rec.Event]; ok {
 			prev = st.Version
+			if rec.Type == cabildo.RecordAnnouncementPosted {
+				prev = max(st.AnnouncementsVersion, st.Created)
+			}
 		}
 		changes, err = s.apply(seq, subject, at, rec)
 	}
@@ -294,6 +301,16 @@ func (s *Store) apply(seq uint64, subject string, at time.Time, rec cabildo.Reco
 			st.Sessions[next.GUID] = meta
 		}
 		st.ByID[next.ID] = next.GUID
+	case cabildo.RecordAnnouncementPosted:
+		a := *rec.Announcement
+		a.ID, a.At = int64(seq), at
+		st.Announcements = append(st.Announcements, a)
+		st.AnnouncementsVersion = seq
+		if rec.IdempotencyKey != "" {
+			s.idem[rec.Event+"\x00"+rec.IdempotencyKey] = Idempotent{Seq: seq, RequestHash: rec.RequestHash, Subject: subject, At: at}
+		}
+		// Not a programme change: the schedule's version and history stay as they are.
+		return nil, nil
 	default:
 		return nil, fmt.Errorf("unknown record type %q", rec.Type)
 	}

@@ -15,17 +15,19 @@ type snapshotEvent struct {
 	Speakers map[string]cabildo.Speaker `json:"speakers"`
 	Sessions map[string]cabildo.Session `json:"sessions"`
 
-	Version     uint64           `json:"version"`
-	Updated     time.Time        `json:"updated"`
-	SessionMeta map[string]Meta  `json:"session_meta"`
-	RoomMeta    map[string]Meta  `json:"room_meta"`
-	TrackMeta   map[string]Meta  `json:"track_meta"`
-	SpeakerMeta map[string]Meta  `json:"speaker_meta"`
-	ByID        map[int64]string `json:"by_id"`
-	Changes     []cabildo.Change `json:"changes"`
-	Horizon     uint64           `json:"horizon"`
-	EventVer    uint64           `json:"event_version"`
-	Created     uint64           `json:"created"`
+	Version     uint64                 `json:"version"`
+	Updated     time.Time              `json:"updated"`
+	SessionMeta map[string]Meta        `json:"session_meta"`
+	RoomMeta    map[string]Meta        `json:"room_meta"`
+	TrackMeta   map[string]Meta        `json:"track_meta"`
+	SpeakerMeta map[string]Meta        `json:"speaker_meta"`
+	ByID        map[int64]string       `json:"by_id"`
+	Changes     []cabildo.Change       `json:"changes"`
+	Horizon     uint64                 `json:"horizon"`
+	EventVer    uint64                 `json:"event_version"`
+	Created     uint64                 `json:"created"`
+	Ann         []cabildo.Announcement `json:"announcements,omitempty"`
+	AnnVersion  uint64                 `json:"announcements_version,omitempty"`
 }
 
 type snapshotState struct {
@@ -48,7 +50,8 @@ func (s *Store) Snapshot() (seq uint64, data []byte, err error) {
 		st.Events[id] = snapshotEvent{Event: e.Programme.Event, Rooms: e.Programme.Rooms,
 			Tracks: e.Programme.Tracks, Speakers: e.Programme.Speakers, Sessions: e.Programme.Sessions,
 			Version: e.Version, Updated: e.Updated, SessionMeta: e.Sessions, RoomMeta: e.Rooms,
-			TrackMeta: e.Tracks, SpeakerMeta: e.Speakers, ByID: e.ByID, Changes: e.Changes, Horizon: e.Horizon, EventVer: e.EventVersion, Created: e.Created}
+			TrackMeta: e.Tracks, SpeakerMeta: e.Speakers, ByID: e.ByID, Changes: e.Changes, Horizon: e.Horizon, EventVer: e.EventVersion, Created: e.Created,
+			Ann: e.Announcements, AnnVersion: e.AnnouncementsVersion}
 	}
 	data, err = json.Marshal(st)
 	if err != nil {
@@ -81,7 +84,7 @@ func (s *Store) Restore(data []byte) (uint64, error) {
 		s.events[id] = &EventState{Programme: p, Version: e.Version, Updated: e.Updated,
 			Sessions: orEmpty(e.SessionMeta), Rooms: orEmpty(e.RoomMeta), Tracks: orEmpty(e.TrackMeta),
 			Speakers: orEmpty(e.SpeakerMeta), ByID: orEmptyIDs(e.ByID), Changes: e.Changes, Horizon: e.Horizon, EventVersion: e.EventVer,
-			Created: e.Created, subjects: s.subjects}
+			Created: e.Created, Announcements: e.Ann, AnnouncementsVersion: e.AnnVersion, subjects: s.subjects}
 	}
 	fill(s.subjects, st.Subjects)
 	fill(s.idem, st.Idem)

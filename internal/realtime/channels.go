@@ -38,7 +38,7 @@ func NewChannels(hub *Hub, store *projection.Store) *Channels {
 
 // Channel is a parsed channel name.
 type Channel struct {
-	Kind  string // schedule
+	Kind  string // schedule or announcements
 	Event string
 }
 
@@ -48,8 +48,8 @@ func ParseChannel(name string) (Channel, error) {
 		return Channel{}, &FrameError{Code: protocol.ErrChannelNameTooLong, Message: fmt.Sprintf("channel names are at most %d bytes", protocol.MaxChannelName)}
 	}
 	kind, event, ok := strings.Cut(name, ":")
-	if !ok || kind != "schedule" || !cabildo.ValidSlug(event) {
-		return Channel{}, &FrameError{Code: protocol.ErrUnknownChannel, Message: "unknown channel: try schedule:<event>"}
+	if !ok || (kind != "schedule" && kind != "announcements") || !cabildo.ValidSlug(event) {
+		return Channel{}, &FrameError{Code: protocol.ErrUnknownChannel, Message: "unknown channel: try schedule:<event> or announcements:<event>"}
 	}
 	return Channel{Kind: kind, Event: event}, nil
 }
@@ -67,14 +67,13 @@ func (e *FrameError) Error() string { return e.Code + ": " + e.Message }
 
 func topicKey(channel string, lang cabildo.Lang) string { return channel + "|" + string(lang) }
 
-// ScheduleUpdate is the data of an update on schedule:<event>: every change of one version.
-type ScheduleUpdate struct {
-	Changes []api.Change `json:"changes"`
-}
-
 // OnApply publishes what one log entry changed. It runs on the projection's consuming
 // goroutine, after the entry is applied, so Publish follows the projection's order.
 func (ch *Channels) OnApply(a projection.Applied) {
+	if a.Record.Type == cabildo.RecordAnnouncementPosted {
+		ch.publishAnnouncement(a)
+		return
+	}
 	if len(a.Changes) == 0 {
 		return
 	}
@@ -87,7 +86,7 @@ func (ch *Channels) OnApply(a projection.Applied) {
 		var frame Frame
 		ch.store.Read(a.Event, func(st *projection.EventState) {
 			l := render.New(st, lang)
-			up := ScheduleUpdate{Changes: make([]api.Change, 0, len(a.Changes))}
+			up := api.ScheduleUpdate{Changes: make([]api.Change, 0, len(a.Changes))}
 			for _, c := range a.Changes {
 				up.Changes = append(up.Changes, l.Change(c))
 			}
@@ -111,6 +110,10 @@ func (ch *Channels) Subscribe(c *Client, chn Channel, lang cabildo.Lang, since *
 			version uint64
 		)
 		found := ch.store.Read(chn.Event, func(st *projection.EventState) {
+			if chn.Kind == "announcements" {
+				frames, version = announcementFrames(render.New(st, lang), name, since)
+				return
+			}
 			version = st.Version
 			l := render.New(st, lang)
 			if since != nil && *since >= st.Created && *since <= st.Version {
@@ -136,7 +139,7 @@ func updates(l render.Localizer, name string, prev uint64, changes []cabildo.Cha
 	var frames []Frame
 	for i := 0; i < len(changes); {
 		v := changes[i].Version
-		up := ScheduleUpdate{}
+		up := api.ScheduleUpdate{}
 		for ; i < len(changes) && changes[i].Version == v; i++ {
 			up.Changes = append(up.Changes, l.Change(changes[i]))
 		}
@@ -173,4 +176,52 @@ func (ch *Channels) snapshot(key string, version uint64, render func() Frame) Fr
 	f := render()
 	ch.snapshots[key] = snapshotFrame{version: version, frame: f}
 	return f
+}
+
+func (ch *Channels) publishAnnouncement(a projection.Applied) {
+	name := "announcements:" + a.Event
+	for _, lang := range cabildo.Langs {
+		key := topicKey(name, lang)
+		if !ch.hub.HasTopic(key) {
+			continue
+		}
+		var frame Frame
+		ch.store.Read(a.Event, func(st *projection.EventState) {
+			for _, an := range st.Announcements {
+				if uint64(an.ID) == a.Seq {
+					up := api.AnnouncementsUpdate{Announcement: render.New(st, lang).Announcement(an)}
+					frame = encode(protocol.ServerFrame{Type: protocol.TypeUpdate, Channel: name, Version: a.Seq, Prev: &a.Prev}, up)
+				}
+			}
+		})
+		if frame != nil {
+			ch.hub.Publish(key, a.Seq, frame)
+		}
+	}
+}
+
+// announcementFrames starts a subscription to announcements: the ones after since as
+// updates when since is within the channel, else a snapshot of all of them. The channel's
+// first version is the event's creation.
+func announcementFrames(l render.Localizer, name string, since *uint64) ([]Frame, uint64) {
+	st := l.St
+	version := max(st.AnnouncementsVersion, st.Created)
+	if since == nil || *since < st.Created || *since > version {
+		snap := api.AnnouncementsSnapshot{Announcements: l.Announcements(0)}
+		return []Frame{encode(protocol.ServerFrame{Type: protocol.TypeSnapshot, Channel: name, Version: version}, snap)}, version
+	}
+	prev := st.Created
+	for _, a := range st.Announcements {
+		if uint64(a.ID) <= *since {
+			prev = uint64(a.ID)
+		}
+	}
+	var frames []Frame
+	for _, a := range l.Announcements(*since) {
+		p := prev
+		frames = append(frames, encode(protocol.ServerFrame{Type: protocol.TypeUpdate, Channel: name, Version: a.Version, Prev: &p},
+			api.AnnouncementsUpdate{Announcement: a}))
+		prev = a.Version
+	}
+	return frames, version
 }

@@ -152,3 +152,20 @@ func (l Localizer) Schedule() api.Schedule {
 		Rooms: All(p.Rooms, l.Room), Tracks: All(p.Tracks, l.Track),
 		Speakers: All(p.Speakers, l.Speaker), Sessions: sessions}
 }
+
+// Announcement renders an announcement; its version is the entry that posted it.
+func (l Localizer) Announcement(a cabildo.Announcement) api.Announcement {
+	return api.Announcement{ID: a.ID, Version: uint64(a.ID), At: a.At, Title: a.Title.In(l.Lang), Body: a.Body.In(l.Lang),
+		Priority: string(a.Priority), Session: a.Session}
+}
+
+// Announcements renders the announcements after version since, oldest first.
+func (l Localizer) Announcements(since uint64) []api.Announcement {
+	out := []api.Announcement{}
+	for _, a := range l.St.Announcements {
+		if uint64(a.ID) > since {
+			out = append(out, l.Announcement(a))
+		}
+	}
+	return out
+}

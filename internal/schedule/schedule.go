@@ -288,6 +288,26 @@ func sameSession(a, b cabildo.Session) bool {
 	return string(x) == string(y)
 }
 
+// PostAnnouncement publishes an announcement to everyone at the event.
+func (s *Service) PostAnnouncement(ctx context.Context, req Request, event string, a cabildo.Announcement) (Result, error) {
+	a.GUID, a.ID, a.At = uuid.NewString(), 0, time.Time{}
+	if err := a.Normalize(); err != nil {
+		return Result{}, err
+	}
+	return s.commit(ctx, req, event, func(st *projection.EventState) (cabildo.Record, uint64, bool, error) {
+		rec := cabildo.Record{Type: cabildo.RecordAnnouncementPosted, Event: event, Announcement: &a}
+		if st == nil {
+			return rec, 0, false, errNoEvent(event)
+		}
+		if _, ok := st.ByID[a.Session]; a.Session != 0 && !ok {
+			var f cabildo.Fields
+			f.Add("session", "unknown_session", "session %d does not exist in this event", a.Session)
+			return rec, 0, false, f.Err()
+		}
+		return rec, 0, false, nil
+	})
+}
+
 // guidTaken reports whether a session with guid exists or existed in the event: removed
 // sessions keep their id in ByID. It runs inside projection.Store.Read, so it must not call
 // back into the Store (a second read lock deadlocks against a waiting Apply).

@@ -225,3 +225,37 @@ type FieldError struct {
 	Code    string `json:"code"`
 	Message string `json:"message"`
 }
+
+// Announcement is a message from the organizers to everyone at the event.
+type Announcement struct {
+	ID       int64     `json:"id"`
+	Version  uint64    `json:"version"`
+	At       time.Time `json:"at"`
+	Title    string    `json:"title"`
+	Body     string    `json:"body"`
+	Priority string    `json:"priority"` // info, important or urgent
+	Session  int64     `json:"session,omitempty"`
+}
+
+// AnnouncementList is GET /v1/events/{event}/announcements, oldest first.
+type AnnouncementList struct {
+	Event         string         `json:"event"`
+	Version       uint64         `json:"version"`
+	Lang          string         `json:"lang"`
+	Announcements []Announcement `json:"announcements"`
+}
+
+// ScheduleUpdate is the data of an update on schedule:<event>: every change of one version.
+type ScheduleUpdate struct {
+	Changes []Change `json:"changes"`
+}
+
+// AnnouncementsSnapshot is the data of a snapshot on announcements:<event>.
+type AnnouncementsSnapshot struct {
+	Announcements []Announcement `json:"announcements"`
+}
+
+// AnnouncementsUpdate is the data of an update on announcements:<event>.
+type AnnouncementsUpdate struct {
+	Announcement Announcement `json:"announcement"`
+}
