@@ -425,3 +425,37 @@ func TestAnnouncements(t *testing.T) {
 		t.Errorf("anonymous post: %d", r.Status)
 	}
 }
+
+// TestRealtimeSubscriptionLimit is scenario 16: the 129th subscription on one connection
+// is refused with too_many_subscriptions and the others keep receiving.
+func TestRealtimeSubscriptionLimit(t *testing.T) {
+	n := startNode(t, "", nil, "--ws-frame-rate", "1000") // 129 subscribes in a burst
+	w := mustDial(t, n)
+	var events []string
+	for i := range protocol.MaxSubscriptions/2 + 1 {
+		id := fmt.Sprintf("evento-%03d", i)
+		r := n.do(t, req{method: "PUT", path: "/v1/events/" + id, header: auth(mint(t, n.dataDir, id, "organizer")),
+			body: map[string]any{"name": map[string]string{"es": id}, "time_zone": "America/Costa_Rica",
+				"days": []map[string]string{{"date": "2027-04-14", "kind": "conference", "start": "08:00", "end": "18:00"}}}})
+		if r.Status != 201 {
+			t.Fatalf("create %s: %d %s", id, r.Status, r.Body)
+		}
+		events = append(events, id)
+	}
+	for _, id := range events[:protocol.MaxSubscriptions/2] {
+		w.subscribe("schedule:"+id, nil)
+		w.subscribe("announcements:"+id, nil)
+	}
+	w.send(protocol.ClientFrame{Type: protocol.TypeSubscribe, ID: 99, Channel: "schedule:" + events[len(events)-1]})
+	if f := w.next(); f.Type != protocol.TypeError || f.Code != protocol.ErrTooManySubscriptions || f.ID != 99 {
+		t.Fatalf("subscription %d: %+v, want too_many_subscriptions", protocol.MaxSubscriptions+1, f)
+	}
+	r := n.do(t, req{method: "POST", path: "/v1/events/" + events[0] + "/announcements", header: auth(mint(t, n.dataDir, events[0], "organizer")),
+		body: map[string]any{"title": map[string]string{"es": "Sigue aquí"}}})
+	if r.Status != 201 {
+		t.Fatalf("post: %d", r.Status)
+	}
+	if f := w.next(); f.Type != protocol.TypeUpdate || f.Channel != "announcements:"+events[0] {
+		t.Fatalf("existing subscription after the refusal: %+v", f)
+	}
+}
