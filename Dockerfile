@@ -5,10 +5,13 @@ WORKDIR /src
 COPY go.mod go.sum ./
 RUN go mod download
 COPY . .
-RUN CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o /out/cabildo ./cmd/cabildo
+RUN CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o /out/cabildo ./cmd/cabildo && mkdir -p /out/data
 
 FROM gcr.io/distroless/static-debian12:nonroot
 COPY --from=build /out/cabildo /cabildo
+# The data directory must belong to the image's nonroot user (65532), or the embedded
+# log cannot be written.
+COPY --from=build --chown=65532:65532 /out/data /data
 VOLUME /data
 EXPOSE 8080
 ENTRYPOINT ["/cabildo"]

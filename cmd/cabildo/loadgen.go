@@ -22,6 +22,8 @@ import (
 func loadgen(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) > 0 && args[0] == "ws" {
 		return loadgenWS(ctx, args[1:], stdout, stderr)
+	} else if len(args) > 0 && args[0] == "peer" {
+		return loadgenPeer(ctx, args[1:], stdout, stderr)
 	}
 	if len(args) == 0 || args[0] != "rest" {
 		return errors.New("usage: cabildo loadgen rest|ws --url URL ... (see cabildo loadgen rest -h, cabildo loadgen ws -h)")

@@ -157,7 +157,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	}, func() float64 { return float64(hub.Stats().SlowConsumers) }))
 	api := httpapi.New(httpapi.Options{
 		Logger: log, Store: store, Schedule: svc, Tokens: keys, Cache: cc, Registry: reg,
-		OpenAPI: mobileapi.OpenAPI,
+		OpenAPI: mobileapi.OpenAPI, TrustedProxies: cfg.TrustedProxies,
 		Realtime: httpapi.Realtime{Hub: hub, Channels: channels, Origins: cfg.Origins,
 			AuthTimeout: cfg.WS.AuthTimeout, PingEvery: cfg.WS.PingEvery, IdleTimeout: cfg.WS.IdleTimeout,
 			FrameRate: cfg.WS.FrameRate, FrameBurst: int(2 * cfg.WS.FrameRate), MaxConnsPerIP: cfg.WS.MaxConnsPerIP},

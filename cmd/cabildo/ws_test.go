@@ -378,7 +378,9 @@ func TestAnnouncements(t *testing.T) {
 	v1 := post(map[string]any{"title": map[string]string{"es": "Cambio de sala", "en": "Room change"},
 		"body": map[string]string{"es": "La plenaria pasa al auditorio.", "en": "The plenary moves to the auditorium."}, "priority": "important"})
 	f := ann.next()
-	var up struct{ Announcement struct{ Title, Priority string } }
+	var up struct {
+		Announcement struct{ Title, Priority string }
+	}
 	if err := json.Unmarshal(f.Data, &up); err != nil || f.Type != protocol.TypeUpdate || f.Version != v1 ||
 		*f.Prev != first[0].Version || up.Announcement.Title != "Room change" || up.Announcement.Priority != "important" {
 		t.Fatalf("live announcement %+v (%s), want update %d after %d in English", f, f.Data, v1, first[0].Version)
@@ -457,5 +459,20 @@ func TestRealtimeSubscriptionLimit(t *testing.T) {
 	}
 	if f := w.next(); f.Type != protocol.TypeUpdate || f.Channel != "announcements:"+events[0] {
 		t.Fatalf("existing subscription after the refusal: %+v", f)
+	}
+}
+
+// Behind a trusted proxy, the per-address cap counts the forwarded client address.
+func TestRealtimeCapBehindProxy(t *testing.T) {
+	n := startNode(t, "", nil, "--demo", "--trusted-proxies", "127.0.0.1", "--ws-max-conns-per-ip", "1")
+	from := func(ip string) http.Header { return http.Header{"X-Forwarded-For": {ip}} }
+	if _, _, err := dialWS(t, n, from("203.0.113.7")); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := dialWS(t, n, from("203.0.113.8")); err != nil {
+		t.Fatalf("another client behind the same proxy was refused: %v", err)
+	}
+	if _, resp, err := dialWS(t, n, from("203.0.113.7")); err == nil || resp == nil || resp.StatusCode != http.StatusTooManyRequests {
+		t.Fatalf("second socket of one client: %v %v", err, resp)
 	}
 }

@@ -24,6 +24,9 @@ type Serve struct {
 	NATSListen string   // with embedded NATS: also listen here for other nodes
 	RedisURL   string   // external Redis cache; empty uses the in-process cache
 	Origins    []string // browser origins allowed to open websockets
+	// TrustedProxies may set X-Forwarded-For: behind them, limits per client address
+	// use the forwarded address, not the proxy's.
+	TrustedProxies []string
 
 	SigningKey     string // hex; wins over SigningKeyFile
 	SigningKeyFile string // default <data-dir>/signing.key
@@ -70,6 +73,15 @@ func LoadServe(args []string, getenv func(string) string, stderr io.Writer) (Ser
 		for o := range strings.SplitSeq(v, ",") {
 			if o = strings.TrimSpace(o); o != "" {
 				c.Origins = append(c.Origins, o)
+			}
+		}
+		return nil
+	})
+	fs.Func("trusted-proxies", "comma-separated proxy addresses or CIDRs whose X-Forwarded-For is believed", func(v string) error {
+		c.TrustedProxies = nil
+		for p := range strings.SplitSeq(v, ",") {
+			if p = strings.TrimSpace(p); p != "" {
+				c.TrustedProxies = append(c.TrustedProxies, p)
 			}
 		}
 		return nil

@@ -48,6 +48,8 @@ type Options struct {
 	BodyLimit int // bytes; default 256 KiB
 	// WriteTimeout bounds a write use case (append + catch-up); default 10 s.
 	WriteTimeout time.Duration
+	// TrustedProxies may set X-Forwarded-For (addresses or CIDRs).
+	TrustedProxies []string
 	// Realtime serves GET /v1/ws when its Hub is set.
 	Realtime Realtime
 }
@@ -91,6 +93,10 @@ func New(opts Options) *Server {
 		ReadBufferSize:        16 << 10,
 		JSONEncoder:           json.Marshal,
 		JSONDecoder:           json.Unmarshal,
+		// Behind a proxy, per-address limits must see the client's address.
+		EnableTrustedProxyCheck: len(opts.TrustedProxies) > 0,
+		TrustedProxies:          opts.TrustedProxies,
+		ProxyHeader:             proxyHeader(opts.TrustedProxies),
 	})
 	s.app.Use(recover.New())
 	s.app.Use(s.observe)
@@ -161,4 +167,11 @@ func (s *Server) limitBody(c *fiber.Ctx) error {
 		return cabildo.Errorf(cabildo.CodePayloadTooLarge, "the request body is larger than %d KiB", s.opts.BodyLimit>>10)
 	}
 	return c.Next()
+}
+
+func proxyHeader(trusted []string) string {
+	if len(trusted) == 0 {
+		return ""
+	}
+	return fiber.HeaderXForwardedFor
 }

@@ -74,11 +74,25 @@ func Open(ctx context.Context, nc *nats.Conn, cfg Config) (*Log, error) {
 		DenyPurge:   true,
 		AllowDirect: true,
 	}
-	st, err := js.CreateOrUpdateStream(ctx, sc)
-	if err != nil {
-		return nil, unavailable(fmt.Errorf("natslog: create stream %s: %w", cfg.Stream, err))
+	// Two nodes creating the stream at once on a new cluster can both time out although
+	// the stream then exists: try in short attempts, and look the stream up after each.
+	var st jetstream.Stream
+	for {
+		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		st, err = js.CreateOrUpdateStream(actx, sc)
+		if err != nil {
+			st, err = js.Stream(actx, cfg.Stream)
+		}
+		cancel()
+		if err == nil {
+			return &Log{js: js, stream: st, cfg: cfg}, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, unavailable(fmt.Errorf("natslog: create stream %s: %w", cfg.Stream, err))
+		case <-time.After(250 * time.Millisecond):
+		}
 	}
-	return &Log{js: js, stream: st, cfg: cfg}, nil
 }
 
 // Append stores data under the subject (relative to the prefix) and returns its sequence

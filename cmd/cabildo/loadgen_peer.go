@@ -1,0 +1,406 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/fasthttp/websocket"
+)
+
+// loadgenPeer runs the measurement of `loadgen ws` against a peer realtime server speaking
+// the Centrifugo JSON protocol, so both can be compared on the same machine with the same
+// method: N raw websocket clients subscribe to one channel, a publisher posts to the peer's
+// HTTP server API at a fixed rate, and latency runs from the moment a publish request is
+// sent to the moment a client has the publication. It prints one wsResult line.
+func loadgenPeer(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("loadgen peer", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	wsURL := fs.String("url", "ws://127.0.0.1:8000/connection/websocket", "peer websocket endpoint, Centrifugo JSON protocol (loopback only)")
+	apiURL := fs.String("api", "http://127.0.0.1:8000/api", "peer HTTP server API base; publishes go to <api>/publish (loopback only)")
+	apiKey := fs.String("api-key", "", "peer HTTP API key, sent as X-API-Key (required)")
+	channel := fs.String("channel", "schedule", "channel the clients subscribe to and the publisher publishes into")
+	n := fs.Int("clients", 1000, "websocket connections")
+	rampRate := fs.Int("ramp", 2000, "connections opened per second")
+	changeRate := fs.Float64("rate", 1, "publications per second")
+	dur := fs.Duration("duration", 30*time.Second, "how long publications are made")
+	pad := fs.Int("payload-bytes", 360, "padding in each publication's data; 360 makes a push frame of ~425 bytes, the size of a Cabildo update frame")
+	pid := fs.Int("server-pid", 0, "peer server process id, to read its memory and CPU from /proc (same machine)")
+	name := fs.String("scenario", "", "name for the result line")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	for _, raw := range []string{*wsURL, *apiURL} {
+		u, err := url.Parse(raw)
+		if err != nil || !isLoopback(u.Hostname()) {
+			return fmt.Errorf("loadgen peer: --url and --api must point at a loopback address, not %q", raw)
+		}
+	}
+	if !strings.HasPrefix(*wsURL, "ws://") {
+		return fmt.Errorf("loadgen peer: --url must be a ws:// URL, not %q", *wsURL)
+	}
+	if *apiKey == "" || *channel == "" || *n < 1 || *n > 20000 || *changeRate <= 0 || *changeRate > 1000 ||
+		*dur <= 0 || *dur > time.Hour || *pad < 0 || *pad > 60000 {
+		return errors.New("loadgen peer: need --api-key and --channel, 1 ≤ --clients ≤ 20000, 0 < --rate ≤ 1000, 0 < --duration ≤ 1h, 0 ≤ --payload-bytes ≤ 60000")
+	}
+	if *name == "" {
+		*name = fmt.Sprintf("peer_centrifugo_%d_clients_%g_per_s", *n, *changeRate)
+	}
+	pub := &peerPublisher{client: &http.Client{Timeout: 10 * time.Second}, url: strings.TrimSuffix(*apiURL, "/") + "/publish",
+		key: *apiKey, channel: *channel, pad: strings.Repeat("x", *pad)}
+	rss0, _ := procStats(*pid)
+
+	// Ramp: each client connects and subscribes, then reads until closed.
+	clients := make([]*peerClient, *n)
+	var connected atomic.Int64
+	var readers sync.WaitGroup
+	dialer := &websocket.Dialer{HandshakeTimeout: 10 * time.Second}
+	rampStart := time.Now()
+	tick := time.NewTicker(time.Second / time.Duration(max(*rampRate, 1)))
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 64)
+	var firstErr atomic.Value
+	for i := range *n {
+		<-tick.C
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+			defer cancel()
+			c, err := dialPeer(dctx, dialer, *wsURL, *channel)
+			if err != nil {
+				firstErr.CompareAndSwap(nil, err.Error())
+				return
+			}
+			clients[i] = c
+			connected.Add(1)
+			readers.Add(1)
+			go func() {
+				defer readers.Done()
+				c.read()
+			}()
+		}()
+	}
+	tick.Stop()
+	wg.Wait()
+	rampTook := time.Since(rampStart)
+	rss1, cpu1 := procStats(*pid)
+
+	// Publications at a fixed rate; each one's send time keyed by its sequence number.
+	sent := map[int64]time.Time{}
+	ticker := time.NewTicker(time.Duration(float64(time.Second) / *changeRate))
+	stop := time.After(*dur)
+	var last int64
+	pubErrs := 0
+loop:
+	for seq := int64(1); ; seq++ {
+		select {
+		case <-stop:
+			break loop
+		case <-ctx.Done():
+			break loop
+		case <-ticker.C:
+		}
+		t0 := time.Now()
+		if err := pub.publish(ctx, seq); err != nil {
+			pubErrs++
+			firstErr.CompareAndSwap(nil, err.Error())
+			continue
+		}
+		sent[seq] = t0
+		last = seq
+	}
+	ticker.Stop()
+	// Let the last deliveries arrive.
+	settle := time.Now().Add(10 * time.Second)
+	for time.Now().Before(settle) {
+		behind := 0
+		for _, c := range clients {
+			if c != nil && c.last.Load() < last {
+				behind++
+			}
+		}
+		if behind == 0 {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	_, cpu2 := procStats(*pid)
+	for _, c := range clients {
+		if c != nil {
+			_ = c.conn.Close()
+		}
+	}
+	readers.Wait() // every client's received list is now the main goroutine's
+
+	res := wsResult{Scenario: *name, Connections: *n, Connected: int(connected.Load()),
+		ConnectPerSecond: float64(connected.Load()) / rampTook.Seconds(),
+		ChangesPerSecond: *changeRate, Changes: len(sent), Expected: len(sent) * int(connected.Load())}
+	var lat []time.Duration
+	dropped := 0
+	for _, c := range clients {
+		if c == nil {
+			continue
+		}
+		seen := map[int64]bool{}
+		var prev int64
+		for _, r := range c.received {
+			if seen[r.seq] {
+				res.Duplicates++
+				continue
+			}
+			seen[r.seq] = true
+			if prev != 0 && r.seq > prev+1 {
+				res.Gaps++
+			}
+			prev = max(prev, r.seq)
+			if t0, ok := sent[r.seq]; ok {
+				lat = append(lat, r.at.Sub(t0))
+			}
+		}
+		if c.err != nil {
+			dropped++
+		}
+	}
+	res.Delivered = len(lat)
+	res.Lost = res.Expected - res.Delivered
+	slices.Sort(lat)
+	pct := func(p float64) float64 {
+		if len(lat) == 0 {
+			return 0
+		}
+		return float64(lat[int(float64(len(lat)-1)*p)].Microseconds()) / 1000
+	}
+	res.P50ms, res.P95ms, res.P99ms, res.Maxms = pct(.5), pct(.95), pct(.99), pct(1)
+	if rss1 > 0 && connected.Load() > 0 {
+		res.ServerRSSPerConnK = float64(rss1-rss0) / float64(connected.Load())
+	}
+	if cpu2 > cpu1 && res.Delivered > 0 {
+		res.ServerCPUPerDelUs = float64(cpu2-cpu1) / float64(res.Delivered)
+	}
+	if pubErrs > 0 || dropped > 0 || res.Connected < *n {
+		fmt.Fprintf(stderr, "loadgen peer: %d publishes failed, %d of %d clients connected, %d dropped before the end; first error: %v\n",
+			pubErrs, res.Connected, *n, dropped, firstErr.Load())
+	}
+	return json.NewEncoder(stdout).Encode(res)
+}
+
+// peerPublisher posts publications to the peer's HTTP server API.
+type peerPublisher struct {
+	client  *http.Client
+	url     string
+	key     string
+	channel string
+	pad     string
+}
+
+func (p *peerPublisher) publish(ctx context.Context, seq int64) error {
+	type data struct {
+		Seq int64  `json:"seq"`
+		Pad string `json:"pad,omitempty"`
+	}
+	body, _ := json.Marshal(struct {
+		Channel string `json:"channel"`
+		Data    data   `json:"data"`
+	}{p.channel, data{seq, p.pad}})
+	req, err := http.NewRequestWithContext(ctx, "POST", p.url, bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("X-API-Key", p.key)
+	resp, err := p.client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	// The API answers 200 with either a result or an error object.
+	var out struct {
+		Error *peerError `json:"error"`
+	}
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&out); err != nil || resp.StatusCode != 200 {
+		return fmt.Errorf("publish: status %d: %v", resp.StatusCode, err)
+	}
+	if out.Error != nil {
+		return fmt.Errorf("publish: %d %s", out.Error.Code, out.Error.Message)
+	}
+	return nil
+}
+
+type peerError struct {
+	Code    int    `json:"code"`
+	Message string `json:"message"`
+}
+
+// peerMsg is one message of the peer's JSON protocol: a reply to command id, or a push.
+// An empty object is a ping, which the client answers with an empty object.
+type peerMsg struct {
+	ID    uint32     `json:"id"`
+	Error *peerError `json:"error"`
+	Push  *struct {
+		Channel string `json:"channel"`
+		Pub     *struct {
+			Data struct {
+				Seq int64 `json:"seq"`
+			} `json:"data"`
+		} `json:"pub"`
+	} `json:"push"`
+}
+
+// peerMessages calls fn for each message in a text frame: the server may batch several
+// JSON objects in one frame, separated by newlines.
+func peerMessages(frame []byte, fn func(line []byte) error) error {
+	for len(frame) > 0 {
+		line := frame
+		if i := bytes.IndexByte(frame, '\n'); i >= 0 {
+			line, frame = frame[:i], frame[i+1:]
+		} else {
+			frame = nil
+		}
+		if line = bytes.TrimSpace(line); len(line) == 0 {
+			continue
+		}
+		if err := fn(line); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func isPeerPing(line []byte) bool { return bytes.Equal(line, []byte("{}")) }
+
+type peerRecv struct {
+	seq int64
+	at  time.Time
+}
+
+// peerClient is one subscribed connection. Its read loop is its only writer once
+// subscribed (pongs), and owns received until the loop returns.
+type peerClient struct {
+	conn     *websocket.Conn
+	channel  string
+	last     atomic.Int64 // highest sequence number received
+	received []peerRecv
+	err      error // why the read loop ended before the connection was closed by us
+}
+
+// dialPeer connects, sends connect and subscribe, and returns once subscribed.
+func dialPeer(ctx context.Context, d *websocket.Dialer, wsURL, channel string) (*peerClient, error) {
+	conn, resp, err := d.DialContext(ctx, wsURL, nil)
+	if resp != nil && resp.Body != nil {
+		resp.Body.Close()
+	}
+	if err != nil {
+		return nil, err
+	}
+	conn.SetReadLimit(1 << 20)
+	c := &peerClient{conn: conn, channel: channel}
+	if dl, ok := ctx.Deadline(); ok {
+		_ = conn.SetReadDeadline(dl)
+		defer conn.SetReadDeadline(time.Time{})
+	}
+	sub, _ := json.Marshal(map[string]any{"id": 2, "subscribe": map[string]string{"channel": channel}})
+	for _, step := range []struct {
+		id  uint32
+		cmd []byte
+	}{{1, []byte(`{"id":1,"connect":{}}`)}, {2, sub}} {
+		if err := c.write(step.cmd); err != nil {
+			conn.Close()
+			return nil, err
+		}
+		if err := c.await(step.id); err != nil {
+			conn.Close()
+			return nil, err
+		}
+	}
+	return c, nil
+}
+
+func (c *peerClient) write(b []byte) error {
+	_ = c.conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
+	return c.conn.WriteMessage(websocket.TextMessage, b)
+}
+
+// await reads until the reply to command id, answering pings and keeping any publication.
+func (c *peerClient) await(id uint32) error {
+	for {
+		done := false
+		if err := c.readFrame(func(m *peerMsg) error {
+			if m.ID != id {
+				return nil
+			}
+			if m.Error != nil {
+				return fmt.Errorf("command %d: %d %s", id, m.Error.Code, m.Error.Message)
+			}
+			done = true
+			return nil
+		}); err != nil {
+			return err
+		}
+		if done {
+			return nil
+		}
+	}
+}
+
+// read keeps every publication on the channel until the connection ends.
+func (c *peerClient) read() {
+	for {
+		if err := c.readFrame(nil); err != nil {
+			if !errors.Is(err, net.ErrClosed) {
+				c.err = err
+			}
+			return
+		}
+	}
+}
+
+// readFrame reads one frame: pings are answered, publications on the channel recorded,
+// and any other message handed to reply (nil: ignored).
+func (c *peerClient) readFrame(reply func(*peerMsg) error) error {
+	typ, frame, err := c.conn.ReadMessage()
+	if err != nil {
+		return err
+	}
+	now := time.Now()
+	if typ != websocket.TextMessage {
+		return nil
+	}
+	return peerMessages(frame, func(line []byte) error {
+		if isPeerPing(line) {
+			return c.write([]byte("{}"))
+		}
+		var m peerMsg
+		if err := json.Unmarshal(line, &m); err != nil {
+			return fmt.Errorf("bad message %.80q: %w", line, err)
+		}
+		if m.Push != nil {
+			if m.Push.Pub != nil && m.Push.Channel == c.channel {
+				seq := m.Push.Pub.Data.Seq
+				c.received = append(c.received, peerRecv{seq, now})
+				if seq > c.last.Load() {
+					c.last.Store(seq)
+				}
+			}
+			return nil
+		}
+		if reply != nil {
+			return reply(&m)
+		}
+		return nil
+	})
+}
