@@ -26,7 +26,7 @@ func loadgen(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return loadgenPeer(ctx, args[1:], stdout, stderr)
 	}
 	if len(args) == 0 || args[0] != "rest" {
-		return errors.New("usage: cabildo loadgen rest|ws --url URL ... (see cabildo loadgen rest -h, cabildo loadgen ws -h)")
+		return errors.New("usage: cabildo loadgen rest|ws|peer --url URL ... (see cabildo loadgen rest -h, ws -h, peer -h)")
 	}
 	fs := flag.NewFlagSet("loadgen rest", flag.ContinueOnError)
 	fs.SetOutput(stderr)

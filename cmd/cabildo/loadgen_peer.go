@@ -11,7 +11,6 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -176,22 +175,7 @@ loop:
 			dropped++
 		}
 	}
-	res.Delivered = len(lat)
-	res.Lost = res.Expected - res.Delivered
-	slices.Sort(lat)
-	pct := func(p float64) float64 {
-		if len(lat) == 0 {
-			return 0
-		}
-		return float64(lat[int(float64(len(lat)-1)*p)].Microseconds()) / 1000
-	}
-	res.P50ms, res.P95ms, res.P99ms, res.Maxms = pct(.5), pct(.95), pct(.99), pct(1)
-	if rss1 > 0 && connected.Load() > 0 {
-		res.ServerRSSPerConnK = float64(rss1-rss0) / float64(connected.Load())
-	}
-	if cpu2 > cpu1 && res.Delivered > 0 {
-		res.ServerCPUPerDelUs = float64(cpu2-cpu1) / float64(res.Delivered)
-	}
+	res.summarize(lat, int64(connected.Load()), rss1-rss0, cpu2-cpu1)
 	if pubErrs > 0 || dropped > 0 || res.Connected < *n {
 		fmt.Fprintf(stderr, "loadgen peer: %d publishes failed, %d of %d clients connected, %d dropped before the end; first error: %v\n",
 			pubErrs, res.Connected, *n, dropped, firstErr.Load())

@@ -203,22 +203,7 @@ loop:
 		res.Reconnects += st.Connects - 1
 	}
 	mu.Unlock()
-	res.Delivered = len(lat)
-	res.Lost = res.Expected - res.Delivered
-	slices.Sort(lat)
-	pct := func(p float64) float64 {
-		if len(lat) == 0 {
-			return 0
-		}
-		return float64(lat[int(float64(len(lat)-1)*p)].Microseconds()) / 1000
-	}
-	res.P50ms, res.P95ms, res.P99ms, res.Maxms = pct(.5), pct(.95), pct(.99), pct(1)
-	if rss1 > 0 && connected.Load() > 0 {
-		res.ServerRSSPerConnK = float64(rss1-rss0) / float64(connected.Load())
-	}
-	if cpu2 > cpu1 && res.Delivered > 0 {
-		res.ServerCPUPerDelUs = float64(cpu2-cpu1) / float64(res.Delivered)
-	}
+	res.summarize(lat, int64(connected.Load()), rss1-rss0, cpu2-cpu1)
 	for _, c := range clients {
 		if c != nil {
 			c.Close()
@@ -275,4 +260,25 @@ func procStats(pid int) (rssKiB int64, cpuMicros int64) {
 		}
 	}
 	return rssKiB, cpuMicros
+}
+
+// summarize fills in latency percentiles and the server's memory per connection and CPU
+// per delivery (growths measured from /proc; zero when unknown).
+func (res *wsResult) summarize(lat []time.Duration, connected, rssGrowthKiB, cpuMicros int64) {
+	res.Delivered = len(lat)
+	res.Lost = res.Expected - res.Delivered
+	slices.Sort(lat)
+	pct := func(p float64) float64 {
+		if len(lat) == 0 {
+			return 0
+		}
+		return float64(lat[int(float64(len(lat)-1)*p)].Microseconds()) / 1000
+	}
+	res.P50ms, res.P95ms, res.P99ms, res.Maxms = pct(.5), pct(.95), pct(.99), pct(1)
+	if rssGrowthKiB > 0 && connected > 0 {
+		res.ServerRSSPerConnK = float64(rssGrowthKiB) / float64(connected)
+	}
+	if cpuMicros > 0 && res.Delivered > 0 {
+		res.ServerCPUPerDelUs = float64(cpuMicros) / float64(res.Delivered)
+	}
 }
