@@ -20,8 +20,6 @@ import (
 // Log is the log of record as the use cases need it.
 type Log interface {
 	Append(ctx context.Context, subject string, data []byte, expect *uint64, msgID string) (seq uint64, duplicate bool, err error)
-	// LastSeq is the sequence of the log's last entry.
-	LastSeq(ctx context.Context) (uint64, error)
 }
 
 // Service runs the programme's write use cases.
@@ -97,11 +95,6 @@ func (s *Service) commit(ctx context.Context, req Request, event string, build b
 	}
 	seq, dup, err := s.log.Append(ctx, subject, data, &expect, msgID)
 	if err != nil {
-		if req.IdempotencyKey != "" && cabildo.ErrorCode(err) == cabildo.CodeVersionConflict {
-			if res, rerr, ok := s.replayAfterCatchUp(ctx, event, req); ok {
-				return res, rerr
-			}
-		}
 		return Result{}, err
 	}
 	wctx, cancel := context.WithTimeout(ctx, s.CatchUp)
@@ -318,28 +311,4 @@ func guidTaken(st *projection.EventState, guid string) bool {
 		}
 	}
 	return false
-}
-
-// replayAfterCatchUp answers a retry that lost the race against its own original: a single
-// JetStream node checks the expected subject sequence before the message id, so such a
-// retry sees a version conflict rather than a duplicate. Once this node has applied the
-// whole log, the key's record tells what the first request did.
-func (s *Service) replayAfterCatchUp(ctx context.Context, event string, req Request) (Result, error, bool) {
-	last, err := s.log.LastSeq(ctx)
-	if err != nil {
-		return Result{}, nil, false
-	}
-	wctx, cancel := context.WithTimeout(ctx, s.CatchUp)
-	defer cancel()
-	if s.view.WaitFor(wctx, last) != nil {
-		return Result{}, nil, false
-	}
-	r, found := s.view.Idempotent(event, req.IdempotencyKey)
-	if !found {
-		return Result{}, nil, false
-	}
-	if r.RequestHash != req.Hash {
-		return Result{}, errKeyReused(), true
-	}
-	return Result{Seq: r.Seq, Subject: r.Subject, Replayed: true}, nil, true
 }

@@ -93,6 +93,11 @@ func (l *logDouble) Append(ctx context.Context, subject string, data []byte, exp
 	close(l.called)
 	l.called = make(chan struct{})
 	if expect != nil && l.last[subject] != *expect {
+		// Like natslog: a retry whose original is the first entry on the subject after
+		// expect is a duplicate, not a conflict.
+		if seq, ok := l.ids[msgID]; ok && msgID != "" && l.firstAfter(subject, *expect) == seq {
+			return seq, true, nil
+		}
 		return 0, false, &cabildo.Error{Code: cabildo.CodeVersionConflict, Message: "someone else changed this first; reload and retry",
 			Err: fmt.Errorf("wrong last sequence: %d", l.last[subject])}
 	}
@@ -114,11 +119,14 @@ func (l *logDouble) Append(ctx context.Context, subject string, data []byte, exp
 	return e.seq, false, nil
 }
 
-// LastSeq is the log's last sequence.
-func (l *logDouble) LastSeq(context.Context) (uint64, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.seq, nil
+// firstAfter is the sequence of the first entry on subject after seq, 0 if none; l.mu held.
+func (l *logDouble) firstAfter(subject string, seq uint64) uint64 {
+	for _, e := range l.entries {
+		if e.subject == subject && e.seq > seq {
+			return e.seq
+		}
+	}
+	return 0
 }
 
 // Len is the number of entries appended so far.
