@@ -180,12 +180,6 @@ func (l *Log) Info(ctx context.Context) (Info, error) {
 		Identity: strconv.FormatInt(si.Created.UnixNano(), 36)}, nil
 }
 
-// LastSeq is the sequence of the log's last entry.
-func (l *Log) LastSeq(ctx context.Context) (uint64, error) {
-	info, err := l.Info(ctx)
-	return info.LastSeq, err
-}
-
 // Entry is one stored record as read back from the log.
 type Entry struct {
 	Seq     uint64
