@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"context"
 	"fmt"
 
 	"github.com/gofiber/fiber/v2"
@@ -8,6 +9,7 @@ import (
 	"github.com/cabildo/cabildo/internal/cabildo"
 	"github.com/cabildo/cabildo/internal/projection"
 	"github.com/cabildo/cabildo/internal/render"
+	"github.com/cabildo/cabildo/internal/schedule"
 	"github.com/cabildo/cabildo/pkg/api"
 )
 
@@ -37,14 +39,10 @@ func (s *Server) postAnnouncement(c *fiber.Ctx) error {
 	if err := decodeBody(c, &in); err != nil {
 		return err
 	}
-	req, err := request(c)
-	if err != nil {
-		return err
-	}
-	ctx, cancel := s.writeCtx(c)
-	defer cancel()
-	res, err := s.opts.Schedule.PostAnnouncement(ctx, req, c.Params("event"),
-		cabildo.Announcement{Title: in.Title, Body: in.Body, Priority: in.Priority, Session: in.Session})
+	res, err := s.write(c, func(ctx context.Context, req schedule.Request) (schedule.Result, error) {
+		return s.opts.Schedule.PostAnnouncement(ctx, req, c.Params("event"),
+			cabildo.Announcement{Title: in.Title, Body: in.Body, Priority: in.Priority, Session: in.Session})
+	})
 	if err != nil {
 		return err
 	}

@@ -67,8 +67,16 @@ func request(c *fiber.Ctx) (schedule.Request, error) {
 	return schedule.Request{Actor: actor, IdempotencyKey: key, Hash: hex.EncodeToString(h.Sum(nil))[:32]}, nil
 }
 
-func (s *Server) writeCtx(c *fiber.Ctx) (context.Context, context.CancelFunc) {
-	return context.WithTimeout(c.UserContext(), s.opts.WriteTimeout)
+// write runs one write use case with who asks (and the request's idempotency hash) and
+// the write deadline.
+func (s *Server) write(c *fiber.Ctx, run func(context.Context, schedule.Request) (schedule.Result, error)) (schedule.Result, error) {
+	req, err := request(c)
+	if err != nil {
+		return schedule.Result{}, err
+	}
+	ctx, cancel := context.WithTimeout(c.UserContext(), s.opts.WriteTimeout)
+	defer cancel()
+	return run(ctx, req)
 }
 
 func forceParam(c *fiber.Ctx) (bool, error) {
@@ -187,13 +195,7 @@ func (s *Server) putSpeaker(c *fiber.Ctx) error {
 // put runs a create-or-replace use case and answers 201 or 200 with what the projection
 // now holds.
 func (s *Server) put(c *fiber.Ctx, run func(context.Context, schedule.Request) (schedule.Result, error), render func(*projection.EventState) any) error {
-	req, err := request(c)
-	if err != nil {
-		return err
-	}
-	ctx, cancel := s.writeCtx(c)
-	defer cancel()
-	res, err := run(ctx, req)
+	res, err := s.write(c, run)
 	if err != nil {
 		return err
 	}
@@ -237,13 +239,9 @@ func (s *Server) createSession(c *fiber.Ctx) error {
 	if err := f.Err(); err != nil {
 		return err
 	}
-	req, err := request(c)
-	if err != nil {
-		return err
-	}
-	ctx, cancel := s.writeCtx(c)
-	defer cancel()
-	res, err := s.opts.Schedule.CreateSession(ctx, req, c.Params("event"), ss, force)
+	res, err := s.write(c, func(ctx context.Context, req schedule.Request) (schedule.Result, error) {
+		return s.opts.Schedule.CreateSession(ctx, req, c.Params("event"), ss, force)
+	})
 	if err != nil {
 		return err
 	}
@@ -425,14 +423,11 @@ func (s *Server) deleteSession(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	req, err := request(c)
+	_, err = s.write(c, func(ctx context.Context, req schedule.Request) (schedule.Result, error) {
+		return s.opts.Schedule.ChangeSession(ctx, req, c.Params("event"), schedule.Change{
+			Type: cabildo.RecordSessionDeleted, Ref: c.Params("session"), IfMatch: match})
+	})
 	if err != nil {
-		return err
-	}
-	ctx, cancel := s.writeCtx(c)
-	defer cancel()
-	if _, err := s.opts.Schedule.ChangeSession(ctx, req, c.Params("event"), schedule.Change{
-		Type: cabildo.RecordSessionDeleted, Ref: c.Params("session"), IfMatch: match}); err != nil {
 		return err
 	}
 	return c.SendStatus(fiber.StatusNoContent)
@@ -447,13 +442,9 @@ func (s *Server) changeSession(c *fiber.Ctx, ch schedule.Change) error {
 		return err
 	}
 	ch.Ref = c.Params("session")
-	req, err := request(c)
-	if err != nil {
-		return err
-	}
-	ctx, cancel := s.writeCtx(c)
-	defer cancel()
-	res, err := s.opts.Schedule.ChangeSession(ctx, req, c.Params("event"), ch)
+	res, err := s.write(c, func(ctx context.Context, req schedule.Request) (schedule.Result, error) {
+		return s.opts.Schedule.ChangeSession(ctx, req, c.Params("event"), ch)
+	})
 	if err != nil {
 		return err
 	}
