@@ -53,6 +53,13 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	if err != nil {
 		return err
 	}
+	if cfg.DebugAddr != "" {
+		stop, err := startDebug(cfg.DebugAddr, log)
+		if err != nil {
+			return fmt.Errorf("--debug-addr: %w", err)
+		}
+		defer stop()
+	}
 
 	// The log of record.
 	var nc *nats.Conn
@@ -104,7 +111,8 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	defer cc.Close()
 
 	// The projection: start from a snapshot that matches this log, then consume the tail.
-	hub := realtime.New(realtime.Options{QueueSize: cfg.WS.QueueSize})
+	hub := realtime.New(realtime.Options{QueueBytes: cfg.WS.QueueBytes, PingEvery: cfg.WS.PingEvery})
+	defer hub.Shutdown(protocol.CloseReconnect, "server restarting: reconnect and resume") // on early returns; a no-op after the first
 	var channels *realtime.Channels
 	store := projection.New(projection.Options{Logger: log, MaxChanges: cfg.ChangeHistory,
 		OnApply: func(a projection.Applied) { channels.OnApply(a) }})
@@ -159,7 +167,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		Logger: log, Store: store, Schedule: svc, Tokens: keys, Cache: cc, Registry: reg,
 		OpenAPI: mobileapi.OpenAPI, TrustedProxies: cfg.TrustedProxies,
 		Realtime: httpapi.Realtime{Hub: hub, Channels: channels, Origins: cfg.Origins,
-			AuthTimeout: cfg.WS.AuthTimeout, PingEvery: cfg.WS.PingEvery, IdleTimeout: cfg.WS.IdleTimeout,
+			AuthTimeout: cfg.WS.AuthTimeout, IdleTimeout: cfg.WS.IdleTimeout,
 			FrameRate: cfg.WS.FrameRate, FrameBurst: int(2 * cfg.WS.FrameRate), MaxConnsPerIP: cfg.WS.MaxConnsPerIP},
 		Ready: func(ctx context.Context) (bool, map[string]string) {
 			checks := map[string]string{"log": "up", "projection": "caught_up", "cache": cc.Name()}

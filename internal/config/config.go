@@ -37,8 +37,11 @@ type Serve struct {
 	SnapshotEvery  time.Duration // how often the projection snapshot is written to the cache
 	WS             WS
 	ShutdownGrace  time.Duration
-	LogLevel       string
-	LogFormat      string // text or json
+	// DebugAddr serves Go's profiler (net/http/pprof) when set: bind it to loopback or a
+	// private network, never to the public.
+	DebugAddr string
+	LogLevel  string
+	LogFormat string // text or json
 }
 
 // WS tunes the websocket endpoint; zero values take the server's defaults.
@@ -48,7 +51,7 @@ type WS struct {
 	IdleTimeout   time.Duration
 	FrameRate     float64
 	MaxConnsPerIP int
-	QueueSize     int
+	QueueBytes    int
 }
 
 // env names every flag's environment variable: CABILDO_ plus the flag in upper snake case.
@@ -97,8 +100,9 @@ func LoadServe(args []string, getenv func(string) string, stderr io.Writer) (Ser
 	fs.DurationVar(&c.WS.IdleTimeout, "ws-idle-timeout", 35*time.Second, "close a websocket silent for this long (no frame, no pong)")
 	fs.Float64Var(&c.WS.FrameRate, "ws-frame-rate", 20, "frames per second a client may send (burst twice that)")
 	fs.IntVar(&c.WS.MaxConnsPerIP, "ws-max-conns-per-ip", 5000, "open websockets per client address")
-	fs.IntVar(&c.WS.QueueSize, "ws-queue", 64, "frames queued per websocket before it is closed as a slow consumer")
+	fs.IntVar(&c.WS.QueueBytes, "ws-queue-bytes", 1<<20, "bytes of frames queued for one websocket before it is closed as a slow consumer (it then resumes)")
 	fs.DurationVar(&c.ShutdownGrace, "shutdown-grace", 10*time.Second, "how long shutdown waits for in-flight work")
+	fs.StringVar(&c.DebugAddr, "debug-addr", "", "serve the Go profiler (/debug/pprof/) on this private address, e.g. 127.0.0.1:6060")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&c.LogFormat, "log-format", "text", "text or json")
 	if err := parse(fs, args, getenv); err != nil {
@@ -140,8 +144,13 @@ func (c Serve) validate() error {
 		}
 	}
 	if c.WS.AuthTimeout <= 0 || c.WS.PingEvery <= 0 || c.WS.IdleTimeout <= c.WS.PingEvery || c.WS.FrameRate <= 0 ||
-		c.WS.MaxConnsPerIP < 1 || c.WS.QueueSize < 4 {
-		errs = append(errs, errors.New("--ws-* settings must be positive, the idle timeout longer than the ping interval, the queue at least 4"))
+		c.WS.MaxConnsPerIP < 1 || c.WS.QueueBytes < 4<<10 {
+		errs = append(errs, errors.New("--ws-* settings must be positive, the idle timeout longer than the ping interval, the queue at least 4096 bytes"))
+	}
+	if c.DebugAddr != "" {
+		if _, _, err := net.SplitHostPort(c.DebugAddr); err != nil {
+			errs = append(errs, fmt.Errorf("--debug-addr %q: %w", c.DebugAddr, err))
+		}
 	}
 	if c.ChangeHistory < 1 {
 		errs = append(errs, errors.New("--change-history must be at least 1"))

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -36,8 +37,7 @@ type Realtime struct {
 	FrameRate     float64       // frames per second per connection, default 20
 	FrameBurst    int           // default 40
 	AuthTimeout   time.Duration // close an idle unauthenticated socket after this, default 5 s
-	PingEvery     time.Duration // default 25 s
-	IdleTimeout   time.Duration // no frame and no pong for this long: dead peer, default 35 s
+	IdleTimeout   time.Duration // no frame and no pong for this long: dead peer, default 35 s (the hub pings)
 	MaxSubs       int           // default protocol.MaxSubscriptions
 	WriteDeadline time.Duration // one frame's write, default 10 s
 }
@@ -54,9 +54,6 @@ func (r *Realtime) defaults() {
 	}
 	if r.MaxConnsPerIP == 0 {
 		r.MaxConnsPerIP = 5000
-	}
-	if r.PingEvery == 0 {
-		r.PingEvery = 25 * time.Second
 	}
 	if r.IdleTimeout == 0 {
 		r.IdleTimeout = 35 * time.Second
@@ -131,15 +128,18 @@ func (s *Server) websocketHandler() fiber.Handler {
 
 var writeBuffers sync.Pool
 
-// socket is one websocket connection's state, owned by its read loop.
+// socket is one websocket connection: its read loop (the connection's only goroutine
+// while it is idle) and the realtime.Conn the hub writes through.
 type socket struct {
 	s       *Server
 	rt      *Realtime
 	conn    *fws.Conn
 	client  *realtime.Client
 	limiter *rate.Limiter
-	claims  *token.Claims
-	strikes int // frames refused for rate in a row
+	claims  atomic.Pointer[token.Claims]
+	strikes int           // frames refused for rate in a row
+	aborted atomic.Bool   // the hub gave up on this peer: stop writing
+	gone    chan struct{} // closed once the hub has closed the connection
 }
 
 func (s *Server) serveSocket(conn *fws.Conn) {
@@ -150,57 +150,65 @@ func (s *Server) serveSocket(conn *fws.Conn) {
 	defer s.m.sockets.Dec()
 	rt := &s.opts.Realtime
 	conn.SetReadLimit(protocol.MaxFrameBytes)
-	client, err := rt.Hub.Register()
+	sk := &socket{s: s, rt: rt, conn: conn, gone: make(chan struct{}),
+		limiter: rate.NewLimiter(rate.Limit(rt.FrameRate), rt.FrameBurst)}
+	client, err := rt.Hub.Register(sk)
 	if err != nil {
-		closeWith(conn, protocol.CloseReconnect, "server shutting down: reconnect", rt.WriteDeadline)
+		closeWith(conn, protocol.CloseReconnect, "server shutting down: reconnect", closeDeadline)
 		return
 	}
-	defer client.Close(protocol.CloseNormal, "")
-	sk := &socket{s: s, rt: rt, conn: conn, client: client,
-		limiter: rate.NewLimiter(rate.Limit(rt.FrameRate), rt.FrameBurst)}
-	writerDone := make(chan struct{})
-	go func() {
-		defer close(writerDone)
-		sk.writeLoop()
-	}()
+	sk.client = client
+	// Anyone may hold public channels without a token; a socket that did neither is
+	// closed, so idle sockets cannot pile up.
+	auth := time.AfterFunc(rt.AuthTimeout, func() {
+		if client.Subscriptions() == 0 && sk.claims.Load() == nil {
+			client.Close(protocol.CloseAuthTimeout, "authenticate or subscribe within the time limit")
+		}
+	})
+	defer auth.Stop()
 	sk.readLoop()
 	client.Close(protocol.CloseNormal, "")
-	<-writerDone
+	// The connection goes back to the server only once the hub's writer is done with it.
+	<-sk.gone
 }
 
-// writeLoop is the only writer of data frames: it drains the client's queue, pings, and
-// ends the connection with the client's close code.
-func (sk *socket) writeLoop() {
-	ping := time.NewTicker(sk.rt.PingEvery)
-	defer ping.Stop()
-	auth := time.NewTimer(sk.rt.AuthTimeout)
-	defer auth.Stop()
-	for {
-		select {
-		case f := <-sk.client.Frames():
-			_ = sk.conn.SetWriteDeadline(time.Now().Add(sk.rt.WriteDeadline))
-			if err := sk.conn.WriteMessage(websocket.TextMessage, f); err != nil {
-				sk.client.Close(protocol.CloseNormal, "")
-				_ = sk.conn.Close()
-				return
-			}
-		case <-ping.C:
-			if err := sk.conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(sk.rt.WriteDeadline)); err != nil {
-				sk.client.Close(protocol.CloseNormal, "")
-			}
-		case <-auth.C:
-			// Anyone may hold public channels without a token; a socket that did neither
-			// is closed, so idle sockets cannot pile up.
-			if sk.client.Subscriptions() == 0 && !sk.authenticated() {
-				sk.client.Close(protocol.CloseAuthTimeout, "authenticate or subscribe within the time limit")
-			}
-		case <-sk.client.Done():
-			code, text := sk.client.CloseReason()
-			closeWith(sk.conn.Conn, code, text, sk.rt.WriteDeadline)
-			_ = sk.conn.Close()
-			return
+// closeDeadline bounds the close frame's write: a peer that does not read must not hold
+// a shutdown or a slow-consumer close back.
+const closeDeadline = time.Second
+
+var errAborted = errors.New("websocket: write aborted")
+
+// Write implements realtime.Conn.
+func (sk *socket) Write(frames []realtime.Frame) error {
+	_ = sk.conn.SetWriteDeadline(time.Now().Add(sk.rt.WriteDeadline))
+	for _, f := range frames {
+		if sk.aborted.Load() {
+			return errAborted
+		}
+		if err := sk.conn.WriteMessage(websocket.TextMessage, f); err != nil {
+			return err
 		}
 	}
+	return nil
+}
+
+// Ping implements realtime.Conn.
+func (sk *socket) Ping() error {
+	return sk.conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(sk.rt.WriteDeadline))
+}
+
+// Abort implements realtime.Conn: a write blocked on a full socket returns now.
+func (sk *socket) Abort() {
+	sk.aborted.Store(true)
+	_ = sk.conn.NetConn().SetWriteDeadline(time.Now())
+}
+
+// Close implements realtime.Conn: the close frame, then a second for the peer to answer
+// it before the read loop gives up on the connection.
+func (sk *socket) Close(code int, text string) {
+	closeWith(sk.conn, code, text, closeDeadline)
+	_ = sk.conn.SetReadDeadline(time.Now().Add(closeDeadline))
+	close(sk.gone)
 }
 
 func closeWith(conn interface {
@@ -209,12 +217,25 @@ func closeWith(conn interface {
 	_ = conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, text), time.Now().Add(d))
 }
 
-func (sk *socket) authenticated() bool { return sk.claims != nil }
+// closing reports whether the hub has closed this socket's client.
+func (sk *socket) closing() bool {
+	select {
+	case <-sk.client.Done():
+		return true
+	default:
+		return false
+	}
+}
 
 func (sk *socket) readLoop() {
 	idle := sk.rt.IdleTimeout
-	_ = sk.conn.SetReadDeadline(time.Now().Add(idle))
-	sk.conn.SetPongHandler(func(string) error { return sk.conn.SetReadDeadline(time.Now().Add(idle)) })
+	extend := func() {
+		if !sk.closing() { // once closing, the close deadline stands
+			_ = sk.conn.SetReadDeadline(time.Now().Add(idle))
+		}
+	}
+	extend()
+	sk.conn.SetPongHandler(func(string) error { extend(); return nil })
 	for {
 		typ, msg, err := sk.conn.ReadMessage()
 		if err != nil {
@@ -223,7 +244,10 @@ func (sk *socket) readLoop() {
 			}
 			return
 		}
-		_ = sk.conn.SetReadDeadline(time.Now().Add(idle))
+		if sk.closing() {
+			return
+		}
+		extend()
 		if typ != websocket.TextMessage {
 			sk.client.Close(protocol.ClosePolicy, "send JSON text frames")
 			return
@@ -277,7 +301,7 @@ func (sk *socket) handle(msg []byte) {
 			sk.fail(f.ID, "", protocol.ErrUnauthorized, "the token is not valid")
 			return
 		}
-		sk.claims = &claims
+		sk.claims.Store(&claims)
 		sk.reply(protocol.ServerFrame{Type: protocol.TypeAuthOK, ID: f.ID})
 	case protocol.TypeSubscribe:
 		sk.subscribe(f)
@@ -330,7 +354,7 @@ func (sk *socket) subscribe(f protocol.ClientFrame) {
 		}
 		lang = l
 	}
-	if err := authorize(sk.claims, ch); err != nil {
+	if err := authorize(sk.claims.Load(), ch); err != nil {
 		sk.frameError(f, err)
 		return
 	}

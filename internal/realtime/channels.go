@@ -111,15 +111,16 @@ func (ch *Channels) Subscribe(c *Client, chn Channel, lang cabildo.Lang, since *
 		)
 		found := ch.store.Read(chn.Event, func(st *projection.EventState) {
 			if chn.Kind == "announcements" {
-				frames, version = announcementFrames(render.New(st, lang), name, since)
+				frames, version = announcementFrames(render.New(st, lang), name, since, ch.hub.ResumeBytes())
 				return
 			}
 			version = st.Version
 			l := render.New(st, lang)
 			if since != nil && *since >= st.Created && *since <= st.Version {
 				if changes, err := st.ChangesSince(*since); err == nil {
-					frames = updates(l, name, st.VersionAt(*since), changes)
-					return
+					if frames = updates(l, name, st.VersionAt(*since), changes); weight(frames) <= ch.hub.ResumeBytes() {
+						return
+					}
 				}
 			}
 			frames = []Frame{ch.snapshot(topicKey(name, lang), version, func() Frame {
@@ -132,6 +133,16 @@ func (ch *Channels) Subscribe(c *Client, chn Channel, lang cabildo.Lang, since *
 		frames = append(frames, encode(protocol.ServerFrame{Type: protocol.TypeSubscribed, ID: id, Channel: name, Version: version}, nil))
 		return frames, version, nil
 	})
+}
+
+// weight is the bytes of frames. A resume heavier than the hub's budget is answered
+// with a snapshot: cheaper to send, and it cannot overflow the slow-consumer bound.
+func weight(frames []Frame) int {
+	n := 0
+	for _, f := range frames {
+		n += len(f)
+	}
+	return n
 }
 
 // updates groups changes by version into update frames chained by prev.
@@ -201,14 +212,17 @@ func (ch *Channels) publishAnnouncement(a projection.Applied) {
 }
 
 // announcementFrames starts a subscription to announcements: the ones after since as
-// updates when since is within the channel, else a snapshot of all of them. The channel's
-// first version is the event's creation.
-func announcementFrames(l render.Localizer, name string, since *uint64) ([]Frame, uint64) {
+// updates when since is within the channel and they weigh at most budget bytes, else a
+// snapshot of all of them. The channel's first version is the event's creation.
+func announcementFrames(l render.Localizer, name string, since *uint64, budget int) ([]Frame, uint64) {
 	st := l.St
 	version := max(st.AnnouncementsVersion, st.Created)
-	if since == nil || *since < st.Created || *since > version {
+	snapshot := func() []Frame {
 		snap := api.AnnouncementsSnapshot{Announcements: l.Announcements(0)}
-		return []Frame{encode(protocol.ServerFrame{Type: protocol.TypeSnapshot, Channel: name, Version: version}, snap)}, version
+		return []Frame{encode(protocol.ServerFrame{Type: protocol.TypeSnapshot, Channel: name, Version: version}, snap)}
+	}
+	if since == nil || *since < st.Created || *since > version {
+		return snapshot(), version
 	}
 	prev := st.Created
 	for _, a := range st.Announcements {
@@ -222,6 +236,9 @@ func announcementFrames(l render.Localizer, name string, since *uint64) ([]Frame
 		frames = append(frames, encode(protocol.ServerFrame{Type: protocol.TypeUpdate, Channel: name, Version: a.Version, Prev: &p},
 			api.AnnouncementsUpdate{Announcement: a}))
 		prev = a.Version
+	}
+	if weight(frames) > budget {
+		return snapshot(), version
 	}
 	return frames, version
 }

@@ -18,6 +18,7 @@ import (
 	"errors"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/cabildo/cabildo/pkg/protocol"
 )
@@ -26,11 +27,30 @@ import (
 // queued to every subscriber; nobody may modify it.
 type Frame []byte
 
+// Conn is the transport under a Client: a websocket, in production. The hub calls Write,
+// Ping and Close from one goroutine at a time, and only while something is waiting to be
+// written, so an idle connection holds no goroutine of its own on the write side. Abort
+// may be called at any time, concurrently with a Write.
+type Conn interface {
+	// Write writes frames in order.
+	Write(frames []Frame) error
+	// Ping sends a keepalive the peer must answer.
+	Ping() error
+	// Close sends the close code and text (best effort) and ends the transport. It is
+	// called exactly once, after the last Write.
+	Close(code int, text string)
+	// Abort makes a Write blocked on a peer that does not read return at once.
+	Abort()
+}
+
 // Options configure a Hub.
 type Options struct {
-	// QueueSize bounds each connection's queue of frames not yet written. A connection
-	// whose queue is full is closed as a slow consumer, never waited on.
-	QueueSize int
+	// QueueBytes bounds the bytes of frames queued for one connection and not yet
+	// written. A connection whose queue would pass it is closed as a slow consumer, never
+	// waited on; it reconnects and resumes. Default 1 MiB.
+	QueueBytes int
+	// PingEvery is how often each connection is pinged; zero disables pings.
+	PingEvery time.Duration
 }
 
 // Hub holds connections and topics.
@@ -41,6 +61,9 @@ type Hub struct {
 	topics  map[string]*topic
 	clients map[*Client]struct{}
 	closed  bool
+	stop    chan struct{}
+
+	registered uint64 // clients ever registered
 
 	dropped atomic.Uint64 // slow consumers closed
 }
@@ -53,46 +76,61 @@ type topic struct {
 // ErrClosed is returned for work on a closed client or hub.
 var ErrClosed = errors.New("realtime: closed")
 
-// New returns an empty hub.
+// New returns an empty hub. Close it with Shutdown.
 func New(opts Options) *Hub {
-	if opts.QueueSize <= 0 {
-		opts.QueueSize = 64
+	if opts.QueueBytes <= 0 {
+		opts.QueueBytes = 1 << 20
 	}
-	return &Hub{opts: opts, topics: map[string]*topic{}, clients: map[*Client]struct{}{}}
+	h := &Hub{opts: opts, topics: map[string]*topic{}, clients: map[*Client]struct{}{}, stop: make(chan struct{})}
+	if opts.PingEvery > 0 {
+		go h.pingLoop()
+	}
+	return h
 }
 
-// Client is one connection's side of the hub.
+// ResumeBytes is the most a subscription's first frames may weigh: resuming more than
+// this sends a snapshot instead, so that a resume never trips the slow-consumer bound.
+func (h *Hub) ResumeBytes() int { return h.opts.QueueBytes / 2 }
+
+// Client is one connection's side of the hub: its queue of frames, written to its Conn
+// by a goroutine that exists only while the queue is not empty.
 type Client struct {
-	hub  *Hub
-	send chan Frame
-	done chan struct{}
-	once sync.Once
+	hub    *Hub
+	conn   Conn
+	done   chan struct{}
+	once   sync.Once
+	bucket uint64 // which slice of the ping interval pings it
 
 	mu        sync.Mutex
-	topics    map[string]struct{}
+	queue     []Frame // frames waiting for the writer
+	queued    int     // their bytes
+	spare     []Frame // the writer's last batch, reused
+	writing   bool    // a writer goroutine is running
+	ping      bool    // a ping is due
+	closed    bool
 	closeCode int
 	closeText string
+	topics    map[string]struct{}
 }
 
-// Register adds a connection. It fails once the hub is shutting down.
-func (h *Hub) Register() (*Client, error) {
-	c := &Client{hub: h, send: make(chan Frame, h.opts.QueueSize), done: make(chan struct{}), topics: map[string]struct{}{}}
+// Register adds a connection writing to conn. It fails once the hub is shutting down.
+func (h *Hub) Register(conn Conn) (*Client, error) {
+	c := &Client{hub: h, conn: conn, done: make(chan struct{})}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.closed {
 		return nil, ErrClosed
 	}
+	h.registered++
+	c.bucket = h.registered % pingBuckets
 	h.clients[c] = struct{}{}
 	return c, nil
 }
 
-// Frames is what the connection's writer drains, until Done.
-func (c *Client) Frames() <-chan Frame { return c.send }
-
 // Done is closed when the client is closed; CloseReason then says why.
 func (c *Client) Done() <-chan struct{} { return c.done }
 
-// CloseReason is the close code and text the connection should close with.
+// CloseReason is the close code and text the connection closes with.
 func (c *Client) CloseReason() (int, string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -125,42 +163,105 @@ func (c *Client) Enqueue(f Frame) bool {
 	return false
 }
 
-// offer queues f if there is room and the client is open.
-func (c *Client) offer(f Frame) bool {
-	select {
-	case <-c.done:
-		return false
-	default:
+// Ping asks for a keepalive to be written.
+func (c *Client) Ping() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.closed {
+		c.ping = true
+		c.wakeLocked()
 	}
-	select {
-	case c.send <- f:
-		return true
-	default:
+}
+
+// offer queues f if the client is open and f fits its queue.
+func (c *Client) offer(f Frame) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	// A frame larger than the bound still fits an empty queue: a big snapshot must not
+	// close every subscriber as a slow consumer.
+	if c.closed || (c.queued > 0 && c.queued+len(f) > c.hub.opts.QueueBytes) {
 		return false
+	}
+	c.queue = append(c.queue, f)
+	c.queued += len(f)
+	c.wakeLocked()
+	return true
+}
+
+// wakeLocked starts the writer unless it is running.
+func (c *Client) wakeLocked() {
+	if !c.writing {
+		c.writing = true
+		go c.write()
+	}
+}
+
+// write drains the queue into the connection, then exits; after Close it closes the
+// connection and exits for good.
+func (c *Client) write() {
+	for {
+		c.mu.Lock()
+		if c.closed {
+			code, text := c.closeCode, c.closeText
+			c.queue, c.spare, c.queued = nil, nil, 0
+			c.mu.Unlock()
+			c.conn.Close(code, text)
+			return
+		}
+		batch, ping := c.queue, c.ping
+		c.queue, c.spare, c.queued, c.ping = c.spare[:0], nil, 0, false
+		if len(batch) == 0 && !ping {
+			c.writing = false
+			c.spare = batch
+			c.mu.Unlock()
+			return
+		}
+		c.mu.Unlock()
+		var err error
+		if ping {
+			err = c.conn.Ping()
+		}
+		if err == nil && len(batch) > 0 {
+			err = c.conn.Write(batch)
+		}
+		clear(batch) // let written frames go
+		c.mu.Lock()
+		if c.spare == nil {
+			c.spare = batch
+		}
+		c.mu.Unlock()
+		if err != nil {
+			c.Close(protocol.CloseNormal, "")
+		}
 	}
 }
 
 func (c *Client) closeSlow() {
-	select {
-	case <-c.done:
+	c.mu.Lock()
+	closed := c.closed
+	c.mu.Unlock()
+	if closed {
 		return
-	default:
 	}
 	c.hub.dropped.Add(1)
+	// A writer blocked on this peer would hold the close back until its write deadline.
+	c.conn.Abort()
 	c.Close(protocol.CloseSlowConsumer, "slow consumer: reconnect and resume")
 }
 
-// Close ends the client once: it leaves every topic and Done is closed. The first code
-// and text win.
+// Close ends the client once: it leaves every topic, Done is closed, and its writer
+// closes the connection after whatever it is writing now. The first code and text win.
 func (c *Client) Close(code int, text string) {
 	c.once.Do(func() {
 		c.mu.Lock()
+		c.closed = true
 		c.closeCode, c.closeText = code, text
 		keys := make([]string, 0, len(c.topics))
 		for k := range c.topics {
 			keys = append(keys, k)
 		}
-		clear(c.topics)
+		c.topics = nil
+		c.wakeLocked()
 		c.mu.Unlock()
 		close(c.done)
 		for _, k := range keys {
@@ -201,10 +302,11 @@ func (h *Hub) Subscribe(c *Client, key string, start func() ([]Frame, uint64, er
 var errSlow = errors.New("realtime: queue full")
 
 func (h *Hub) subscribeLocked(t *topic, c *Client, key string, start func() ([]Frame, uint64, error)) error {
-	select {
-	case <-c.done:
+	c.mu.Lock()
+	closed := c.closed
+	c.mu.Unlock()
+	if closed {
 		return ErrClosed
-	default:
 	}
 	frames, version, err := start()
 	if err != nil {
@@ -215,10 +317,16 @@ func (h *Hub) subscribeLocked(t *topic, c *Client, key string, start func() ([]F
 			return errSlow
 		}
 	}
-	t.subs[c] = version
 	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return ErrClosed
+	}
+	if c.topics == nil {
+		c.topics = map[string]struct{}{}
+	}
 	c.topics[key] = struct{}{}
-	c.mu.Unlock()
+	t.subs[c] = version
 	return nil
 }
 
@@ -301,7 +409,10 @@ func (h *Hub) Stats() Stats {
 // on a rolling restart).
 func (h *Hub) Shutdown(code int, text string) {
 	h.mu.Lock()
-	h.closed = true
+	if !h.closed {
+		close(h.stop)
+		h.closed = true
+	}
 	clients := make([]*Client, 0, len(h.clients))
 	for c := range h.clients {
 		clients = append(clients, c)
@@ -318,4 +429,37 @@ func (h *Hub) HasTopic(key string) bool {
 	defer h.mu.Unlock()
 	_, ok := h.topics[key]
 	return ok
+}
+
+// pingBuckets spreads each round of pings over its interval, so that ten thousand
+// connections are not pinged in the same millisecond.
+const pingBuckets = 16
+
+// pingLoop pings every client once per PingEvery, a slice of them at a time: one
+// goroutine for the hub instead of a timer per connection.
+func (h *Hub) pingLoop() {
+	t := time.NewTicker(h.opts.PingEvery / pingBuckets)
+	defer t.Stop()
+	var round uint64
+	var due []*Client
+	for {
+		select {
+		case <-h.stop:
+			return
+		case <-t.C:
+		}
+		round++
+		due = due[:0]
+		h.mu.Lock()
+		for c := range h.clients {
+			if c.bucket == round%pingBuckets {
+				due = append(due, c)
+			}
+		}
+		h.mu.Unlock()
+		for _, c := range due {
+			c.Ping()
+		}
+		clear(due)
+	}
 }

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -21,13 +22,72 @@ func snapshot(key string, version uint64) Frame {
 	return b
 }
 
-func register(t *testing.T, h *Hub) *Client {
+// testConn is a realtime.Conn that hands written frames to the test. While hold is
+// set, Write blocks like a peer that stops reading, until Abort.
+type testConn struct {
+	frames chan Frame
+	closed chan struct{} // closed by Close
+	hold   bool
+	abort  chan struct{}
+	once   sync.Once
+
+	mu    sync.Mutex
+	code  int
+	pings int
+}
+
+func newTestConn(hold bool) *testConn {
+	return &testConn{frames: make(chan Frame, 100_000), closed: make(chan struct{}), hold: hold, abort: make(chan struct{})}
+}
+
+func (tc *testConn) Write(frames []Frame) error {
+	if tc.hold {
+		<-tc.abort
+		return fmt.Errorf("aborted")
+	}
+	for _, f := range frames {
+		tc.frames <- f
+	}
+	return nil
+}
+
+func (tc *testConn) Ping() error {
+	tc.mu.Lock()
+	tc.pings++
+	tc.mu.Unlock()
+	return nil
+}
+
+func (tc *testConn) Close(code int, _ string) {
+	tc.mu.Lock()
+	tc.code = code
+	tc.mu.Unlock()
+	close(tc.closed) // a second Close would panic: the hub must call it once
+}
+
+func (tc *testConn) Abort() { tc.once.Do(func() { close(tc.abort) }) }
+
+func registerConn(t *testing.T, h *Hub, tc *testConn) *Client {
 	t.Helper()
-	c, err := h.Register()
+	c, err := h.Register(tc)
 	if err != nil {
 		t.Fatal(err)
 	}
+	conns.Store(c, tc)
 	return c
+}
+
+func register(t *testing.T, h *Hub) *Client {
+	t.Helper()
+	return registerConn(t, h, newTestConn(false))
+}
+
+// conns maps clients to their test connections.
+var conns sync.Map
+
+func connOf(c *Client) *testConn {
+	tc, _ := conns.Load(c)
+	return tc.(*testConn)
 }
 
 func subscribeAt(t *testing.T, h *Hub, c *Client, key string, v uint64) {
@@ -40,7 +100,7 @@ func subscribeAt(t *testing.T, h *Hub, c *Client, key string, v uint64) {
 func recv(t *testing.T, c *Client) Frame {
 	t.Helper()
 	select {
-	case f := <-c.Frames():
+	case f := <-connOf(c).frames:
 		return f
 	case <-time.After(5 * time.Second):
 		t.Fatal("no frame within 5s")
@@ -75,8 +135,9 @@ func TestBroadcastEncodedOnce(t *testing.T) {
 }
 
 func TestSlowConsumerClosedOthersServed(t *testing.T) {
-	h := New(Options{QueueSize: 4})
-	slow := register(t, h)
+	frame := update("k", 1, 0)
+	h := New(Options{QueueBytes: 4 * len(frame)})
+	slow := registerConn(t, h, newTestConn(true))
 	subscribeAt(t, h, slow, "k", 0)
 	fast := register(t, h)
 	subscribeAt(t, h, fast, "k", 0)
@@ -94,6 +155,16 @@ func TestSlowConsumerClosedOthersServed(t *testing.T) {
 	}
 	if code, _ := slow.CloseReason(); code != protocol.CloseSlowConsumer {
 		t.Fatalf("slow client closed with %d, want %d", code, protocol.CloseSlowConsumer)
+	}
+	// Its writer was blocked on the peer: the close aborted the write and closed the
+	// connection with the slow-consumer code.
+	select {
+	case <-connOf(slow).closed:
+	case <-time.After(5 * time.Second):
+		t.Fatal("slow client's connection not closed")
+	}
+	if tc := connOf(slow); tc.code != protocol.CloseSlowConsumer {
+		t.Fatalf("connection closed with %d", tc.code)
 	}
 	if st := h.Stats(); st.SlowConsumers != 1 || st.Clients != 1 {
 		t.Fatalf("stats %+v, want 1 slow consumer and 1 client left", st)
@@ -131,7 +202,7 @@ func TestNoGapNoDuplicateWhileSubscribing(t *testing.T) {
 		versions = 3000
 		clients  = 40
 	)
-	h := New(Options{QueueSize: versions + 1})
+	h := New(Options{QueueBytes: 1 << 30})
 	st := &history{}
 	var wg sync.WaitGroup
 	errs := make(chan error, clients)
@@ -140,7 +211,8 @@ func TestNoGapNoDuplicateWhileSubscribing(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			time.Sleep(time.Duration(rand.IntN(20)) * time.Millisecond) // spread the joins over the run
-			c, err := h.Register()
+			tc := newTestConn(false)
+			c, err := h.Register(tc)
 			if err != nil {
 				errs <- err
 				return
@@ -157,7 +229,7 @@ func TestNoGapNoDuplicateWhileSubscribing(t *testing.T) {
 			for first := true; last < versions; first = false {
 				var f protocol.ServerFrame
 				select {
-				case b := <-c.Frames():
+				case b := <-tc.frames:
 					_ = json.Unmarshal(b, &f)
 				case <-time.After(10 * time.Second):
 					errs <- fmt.Errorf("client %d stuck at %d", i, last)
@@ -220,8 +292,9 @@ func TestUnsubscribeAndTopicCleanup(t *testing.T) {
 }
 
 func TestSubscribeStartErrorAndOverflow(t *testing.T) {
-	h := New(Options{QueueSize: 2})
-	c := register(t, h)
+	big := []Frame{snapshot("y", 1), update("y", 2, 1), update("y", 3, 2)}
+	h := New(Options{QueueBytes: len(big[0]) + len(big[1])})
+	c := registerConn(t, h, newTestConn(true))
 	boom := fmt.Errorf("no such channel")
 	if err := h.Subscribe(c, "x", func() ([]Frame, uint64, error) { return nil, 0, boom }); err != boom {
 		t.Fatalf("start error: %v", err)
@@ -231,7 +304,6 @@ func TestSubscribeStartErrorAndOverflow(t *testing.T) {
 	}
 	// A resume that does not fit the queue closes the client: it reconnects and gets a
 	// snapshot instead.
-	big := []Frame{snapshot("y", 1), update("y", 2, 1), update("y", 3, 2)}
 	if err := h.Subscribe(c, "y", func() ([]Frame, uint64, error) { return big, 3, nil }); err != ErrClosed {
 		t.Fatalf("overflowing start: %v", err)
 	}
@@ -254,8 +326,86 @@ func TestShutdown(t *testing.T) {
 		if code, _ := c.CloseReason(); code != protocol.CloseReconnect {
 			t.Fatalf("closed with %d", code)
 		}
+		select {
+		case <-connOf(c).closed:
+		case <-time.After(5 * time.Second):
+			t.Fatal("connection not closed by shutdown")
+		}
+		if code := connOf(c).code; code != protocol.CloseReconnect {
+			t.Fatalf("connection closed with %d", code)
+		}
 	}
-	if _, err := h.Register(); err != ErrClosed {
+	if _, err := h.Register(newTestConn(false)); err != ErrClosed {
 		t.Fatalf("register after shutdown: %v", err)
+	}
+}
+
+// TestIdleClientsHoldNoGoroutine: a writer runs only while a client has frames waiting,
+// so a thousand idle subscribers cost no goroutines once a broadcast is written.
+func TestIdleClientsHoldNoGoroutine(t *testing.T) {
+	h := New(Options{})
+	defer h.Shutdown(protocol.CloseReconnect, "")
+	base := runtime.NumGoroutine()
+	var clients []*Client
+	for range 1000 {
+		c := register(t, h)
+		subscribeAt(t, h, c, "k", 0)
+		clients = append(clients, c)
+	}
+	h.Publish("k", 1, update("k", 1, 0))
+	for _, c := range clients {
+		recv(t, c) // snapshot
+		recv(t, c) // update
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for runtime.NumGoroutine() > base+10 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d goroutines for 1000 idle clients, %d before them", runtime.NumGoroutine(), base)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestFrameLargerThanQueueFitsEmptyQueue(t *testing.T) {
+	h := New(Options{QueueBytes: 16})
+	c := register(t, h)
+	big := snapshot("k", 1)
+	if len(big) <= 16 {
+		t.Fatalf("test frame too small: %d bytes", len(big))
+	}
+	subscribeAt(t, h, c, "k", 1)
+	if got := recv(t, c); string(got) != string(snapshot("k", 1)) {
+		t.Fatalf("got %s", got)
+	}
+	if code, _ := c.CloseReason(); code != 0 {
+		t.Fatalf("closed with %d", code)
+	}
+}
+
+func TestPingsEveryClient(t *testing.T) {
+	h := New(Options{PingEvery: 160 * time.Millisecond})
+	defer h.Shutdown(protocol.CloseReconnect, "")
+	var clients []*Client
+	for range 40 {
+		clients = append(clients, register(t, h))
+	}
+	checkPings := func(min int) error {
+		for i, c := range clients {
+			tc := connOf(c)
+			tc.mu.Lock()
+			n := tc.pings
+			tc.mu.Unlock()
+			if n < min {
+				return fmt.Errorf("client %d pinged %d times, want at least %d", i, n, min)
+			}
+		}
+		return nil
+	}
+	deadline := time.Now().Add(20 * time.Second) // generous: a loaded CI machine
+	for err := checkPings(2); err != nil; err = checkPings(2) {
+		if time.Now().After(deadline) {
+			t.Fatal(err)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
