@@ -468,6 +468,7 @@ func TestBadInput(t *testing.T) {
 		field  string
 	}{
 		{"malformed json", "POST", ev + "/sessions", `{"title": `, nil, 400, "invalid_request", ""},
+		{"headers over 4 KiB", "GET", ev + "/schedule", nil, map[string]string{"X-Padding": strings.Repeat("a", 5000)}, 400, "invalid_request", ""},
 		{"not an object", "POST", ev + "/sessions", `[1,2]`, nil, 400, "invalid_request", ""},
 		{"two values", "POST", ev + "/sessions", `{} {}`, nil, 400, "invalid_request", ""},
 		{"empty body", "POST", ev + "/sessions", ``, map[string]string{"Content-Type": "application/json"}, 400, "invalid_request", ""},

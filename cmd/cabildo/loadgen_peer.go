@@ -138,7 +138,7 @@ loop:
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	_, cpu2 := procStats(*pid)
+	rss2, cpu2 := procStats(*pid)
 	for _, c := range clients {
 		if c != nil {
 			_ = c.conn.Close()
@@ -175,7 +175,7 @@ loop:
 			dropped++
 		}
 	}
-	res.summarize(lat, int64(connected.Load()), rss1-rss0, cpu2-cpu1)
+	res.summarize(lat, int64(connected.Load()), rss1-rss0, rss2-rss0, cpu2-cpu1)
 	if pubErrs > 0 || dropped > 0 || res.Connected < *n {
 		fmt.Fprintf(stderr, "loadgen peer: %d publishes failed, %d of %d clients connected, %d dropped before the end; first error: %v\n",
 			pubErrs, res.Connected, *n, dropped, firstErr.Load())

@@ -23,24 +23,27 @@ import (
 
 // wsResult is one line of `cabildo loadgen ws`.
 type wsResult struct {
-	Scenario          string  `json:"scenario"`
-	Connections       int     `json:"connections"`
-	Connected         int     `json:"connected"`
-	ConnectPerSecond  float64 `json:"connect_per_second"`
-	ChangesPerSecond  float64 `json:"changes_per_second"`
-	Changes           int     `json:"changes"`
-	Expected          int     `json:"expected_deliveries"`
-	Delivered         int     `json:"delivered"`
-	Lost              int     `json:"lost"`
-	Gaps              uint64  `json:"gaps"`
-	Duplicates        uint64  `json:"duplicates"`
-	Reconnects        uint64  `json:"reconnects"`
-	P50ms             float64 `json:"p50_ms"`
-	P95ms             float64 `json:"p95_ms"`
-	P99ms             float64 `json:"p99_ms"`
-	Maxms             float64 `json:"max_ms"`
-	ServerRSSPerConnK float64 `json:"server_rss_per_connection_kib,omitempty"`
-	ServerCPUPerDelUs float64 `json:"server_cpu_per_delivery_us,omitempty"`
+	Scenario         string  `json:"scenario"`
+	Connections      int     `json:"connections"`
+	Connected        int     `json:"connected"`
+	ConnectPerSecond float64 `json:"connect_per_second"`
+	ChangesPerSecond float64 `json:"changes_per_second"`
+	Changes          int     `json:"changes"`
+	Expected         int     `json:"expected_deliveries"`
+	Delivered        int     `json:"delivered"`
+	Lost             int     `json:"lost"`
+	Gaps             uint64  `json:"gaps"`
+	Duplicates       uint64  `json:"duplicates"`
+	Reconnects       uint64  `json:"reconnects"`
+	P50ms            float64 `json:"p50_ms"`
+	P95ms            float64 `json:"p95_ms"`
+	P99ms            float64 `json:"p99_ms"`
+	Maxms            float64 `json:"max_ms"`
+	// Server memory per connection, from its RSS growth over the idle baseline: right
+	// after the ramp (connection set-up garbage included) and at the end of the run.
+	ServerRSSPerConnK    float64 `json:"server_rss_per_connection_kib,omitempty"`
+	ServerRSSEndPerConnK float64 `json:"server_rss_end_per_connection_kib,omitempty"`
+	ServerCPUPerDelUs    float64 `json:"server_cpu_per_delivery_us,omitempty"`
 }
 
 // loadgenWS ramps N SDK clients on one channel, makes programme changes at a fixed rate
@@ -181,7 +184,7 @@ loop:
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	_, cpu2 := procStats(*pid)
+	rss2, cpu2 := procStats(*pid)
 
 	res := wsResult{Scenario: *name, Connections: *n, Connected: int(connected.Load()),
 		ConnectPerSecond: float64(connected.Load()) / rampTook.Seconds(),
@@ -203,7 +206,7 @@ loop:
 		res.Reconnects += st.Connects - 1
 	}
 	mu.Unlock()
-	res.summarize(lat, int64(connected.Load()), rss1-rss0, cpu2-cpu1)
+	res.summarize(lat, int64(connected.Load()), rss1-rss0, rss2-rss0, cpu2-cpu1)
 	for _, c := range clients {
 		if c != nil {
 			c.Close()
@@ -264,7 +267,7 @@ func procStats(pid int) (rssKiB int64, cpuMicros int64) {
 
 // summarize fills in latency percentiles and the server's memory per connection and CPU
 // per delivery (growths measured from /proc; zero when unknown).
-func (res *wsResult) summarize(lat []time.Duration, connected, rssGrowthKiB, cpuMicros int64) {
+func (res *wsResult) summarize(lat []time.Duration, connected, rssGrowthKiB, rssEndGrowthKiB, cpuMicros int64) {
 	res.Delivered = len(lat)
 	res.Lost = res.Expected - res.Delivered
 	slices.Sort(lat)
@@ -277,6 +280,9 @@ func (res *wsResult) summarize(lat []time.Duration, connected, rssGrowthKiB, cpu
 	res.P50ms, res.P95ms, res.P99ms, res.Maxms = pct(.5), pct(.95), pct(.99), pct(1)
 	if rssGrowthKiB > 0 && connected > 0 {
 		res.ServerRSSPerConnK = float64(rssGrowthKiB) / float64(connected)
+	}
+	if rssEndGrowthKiB > 0 && connected > 0 {
+		res.ServerRSSEndPerConnK = float64(rssEndGrowthKiB) / float64(connected)
 	}
 	if cpuMicros > 0 && res.Delivered > 0 {
 		res.ServerCPUPerDelUs = float64(cpuMicros) / float64(res.Delivered)

@@ -123,7 +123,9 @@ func fiberError(fe *fiber.Error) *cabildo.Error {
 		return cabildo.Errorf(cabildo.CodePayloadTooLarge, "the request body is larger than this API accepts")
 	case fiber.StatusUnsupportedMediaType:
 		return cabildo.Errorf(cabildo.CodeUnsupportedMedia, "send application/json")
-	case fiber.StatusRequestHeaderFieldsTooLarge, fiber.StatusBadRequest:
+	case fiber.StatusRequestHeaderFieldsTooLarge:
+		return cabildo.Errorf(cabildo.CodeInvalidRequest, "the request's headers are larger than the 4 KiB this server reads")
+	case fiber.StatusBadRequest:
 		return cabildo.Errorf(cabildo.CodeInvalidRequest, "the request is malformed")
 	}
 	if fe.Code >= 500 {

@@ -121,8 +121,9 @@ func (s *Server) websocketHandler() fiber.Handler {
 	return fws.New(func(conn *fws.Conn) { s.serveSocket(conn) }, fws.Config{
 		HandshakeTimeout: 10 * time.Second, EnableCompression: false,
 		// Small buffers and a shared write buffer pool: most sockets are idle most of the
-		// time, and memory per connection is what bounds a node.
-		ReadBufferSize: 1 << 10, WriteBufferSize: 4 << 10, WriteBufferPool: &writeBuffers,
+		// time, and memory per connection is what bounds a node. Reads already pass
+		// through the server's own 4 KiB buffer, which a hijacked connection keeps.
+		ReadBufferSize: 512, WriteBufferSize: 4 << 10, WriteBufferPool: &writeBuffers,
 	})
 }
 

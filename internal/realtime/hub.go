@@ -51,6 +51,9 @@ type Options struct {
 	QueueBytes int
 	// PingEvery is how often each connection is pinged; zero disables pings.
 	PingEvery time.Duration
+	// Writers is how many goroutines write to connections when none is blocked on a
+	// peer; default 8 per CPU.
+	Writers int
 }
 
 // Hub holds connections and topics.
@@ -64,6 +67,7 @@ type Hub struct {
 	stop    chan struct{}
 
 	registered uint64 // clients ever registered
+	writers    *writers
 
 	dropped atomic.Uint64 // slow consumers closed
 }
@@ -81,10 +85,9 @@ func New(opts Options) *Hub {
 	if opts.QueueBytes <= 0 {
 		opts.QueueBytes = 1 << 20
 	}
-	h := &Hub{opts: opts, topics: map[string]*topic{}, clients: map[*Client]struct{}{}, stop: make(chan struct{})}
-	if opts.PingEvery > 0 {
-		go h.pingLoop()
-	}
+	h := &Hub{opts: opts, topics: map[string]*topic{}, clients: map[*Client]struct{}{}, stop: make(chan struct{}),
+		writers: newWriters(opts.Writers)}
+	go h.maintain()
 	return h
 }
 
@@ -93,7 +96,7 @@ func New(opts Options) *Hub {
 func (h *Hub) ResumeBytes() int { return h.opts.QueueBytes / 2 }
 
 // Client is one connection's side of the hub: its queue of frames, written to its Conn
-// by a goroutine that exists only while the queue is not empty.
+// by the hub's writers (see writers.go).
 type Client struct {
 	hub    *Hub
 	conn   Conn
@@ -105,7 +108,7 @@ type Client struct {
 	queue     []Frame // frames waiting for the writer
 	queued    int     // their bytes
 	spare     []Frame // the writer's last batch, reused
-	writing   bool    // a writer goroutine is running
+	writing   bool    // in the writers' line or being written
 	ping      bool    // a ping is due
 	closed    bool
 	closeCode int
@@ -188,52 +191,56 @@ func (c *Client) offer(f Frame) bool {
 	return true
 }
 
-// wakeLocked starts the writer unless it is running.
+// wakeLocked puts the client in the writers' line unless it is there already.
 func (c *Client) wakeLocked() {
 	if !c.writing {
 		c.writing = true
-		go c.write()
+		c.hub.writers.schedule(c)
 	}
 }
 
-// write drains the queue into the connection, then exits; after Close it closes the
-// connection and exits for good.
-func (c *Client) write() {
-	for {
-		c.mu.Lock()
-		if c.closed {
-			code, text := c.closeCode, c.closeText
-			c.queue, c.spare, c.queued = nil, nil, 0
-			c.mu.Unlock()
-			c.conn.Close(code, text)
-			return
-		}
-		batch, ping := c.queue, c.ping
-		c.queue, c.spare, c.queued, c.ping = c.spare[:0], nil, 0, false
-		if len(batch) == 0 && !ping {
-			c.writing = false
-			c.spare = batch
-			c.mu.Unlock()
-			return
-		}
+// flush writes what is queued as one batch and reports whether the client must go back
+// in line (more arrived, or it was closed meanwhile). After Close, it closes the
+// connection, once; the client then never gets in line again.
+func (c *Client) flush() (more bool) {
+	c.mu.Lock()
+	if c.closed {
+		code, text := c.closeCode, c.closeText
+		c.queue, c.spare, c.queued = nil, nil, 0
 		c.mu.Unlock()
-		var err error
-		if ping {
-			err = c.conn.Ping()
-		}
-		if err == nil && len(batch) > 0 {
-			err = c.conn.Write(batch)
-		}
-		clear(batch) // let written frames go
-		c.mu.Lock()
-		if c.spare == nil {
-			c.spare = batch
-		}
-		c.mu.Unlock()
-		if err != nil {
-			c.Close(protocol.CloseNormal, "")
-		}
+		c.conn.Close(code, text)
+		return false
 	}
+	batch, ping := c.queue, c.ping
+	c.queue, c.spare, c.queued, c.ping = c.spare[:0], nil, 0, false
+	if len(batch) == 0 && !ping {
+		c.writing = false
+		c.spare = batch
+		c.mu.Unlock()
+		return false
+	}
+	c.mu.Unlock()
+	var err error
+	if ping {
+		err = c.conn.Ping()
+	}
+	if err == nil && len(batch) > 0 {
+		err = c.conn.Write(batch)
+	}
+	clear(batch) // let written frames go
+	if err != nil {
+		c.Close(protocol.CloseNormal, "") // still in line: Close does not queue it again
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.spare == nil {
+		c.spare = batch
+	}
+	more = c.closed || c.ping || len(c.queue) > 0
+	if !more {
+		c.writing = false
+	}
+	return more
 }
 
 func (c *Client) closeSlow() {
@@ -435,19 +442,29 @@ func (h *Hub) HasTopic(key string) bool {
 // connections are not pinged in the same millisecond.
 const pingBuckets = 16
 
-// pingLoop pings every client once per PingEvery, a slice of them at a time: one
-// goroutine for the hub instead of a timer per connection.
-func (h *Hub) pingLoop() {
-	t := time.NewTicker(h.opts.PingEvery / pingBuckets)
+// maintain is the hub's one background loop: it keeps the writers' line moving (see
+// writers.go) and pings every client once per PingEvery, a slice of them at a time,
+// instead of a timer per connection.
+func (h *Hub) maintain() {
+	t := time.NewTicker(tickEvery)
 	defer t.Stop()
-	var round uint64
-	var due []*Client
+	var (
+		round    uint64
+		nextPing time.Time
+		due      []*Client
+	)
 	for {
+		var now time.Time
 		select {
 		case <-h.stop:
 			return
-		case <-t.C:
+		case now = <-t.C:
 		}
+		h.writers.unstall(now)
+		if h.opts.PingEvery <= 0 || now.Before(nextPing) {
+			continue
+		}
+		nextPing = now.Add(h.opts.PingEvery / pingBuckets)
 		round++
 		due = due[:0]
 		h.mu.Lock()

@@ -409,3 +409,20 @@ func TestPingsEveryClient(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// TestBlockedPeerDoesNotStallOthers: with a single writer, blocked on a peer that does
+// not read, the others' frames are still written (the hub adds a writer).
+func TestBlockedPeerDoesNotStallOthers(t *testing.T) {
+	h := New(Options{Writers: 1})
+	defer h.Shutdown(protocol.CloseReconnect, "")
+	stuck := registerConn(t, h, newTestConn(true))
+	subscribeAt(t, h, stuck, "k", 0) // its snapshot's write blocks the only writer
+	defer connOf(stuck).Abort()
+	for i := range 3 {
+		c := register(t, h)
+		subscribeAt(t, h, c, "k", 0)
+		if got := recv(t, c); got == nil {
+			t.Fatalf("client %d got nothing", i)
+		}
+	}
+}
