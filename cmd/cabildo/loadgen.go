@@ -221,14 +221,19 @@ func measure(ctx context.Context, name string, conc int, d time.Duration, op fun
 	wg.Wait()
 	elapsed := time.Since(start)
 	slices.Sort(lat)
-	pct := func(p float64) float64 {
-		if len(lat) == 0 {
-			return 0
-		}
-		i := int(float64(len(lat)-1) * p)
-		return float64(lat[i].Microseconds()) / 1000
-	}
+	pct := func(p float64) float64 { return ms(percentile(lat, p)) }
 	return loadResult{Scenario: name, Concurrency: conc, Seconds: elapsed.Seconds(), Requests: len(lat), Errors: errs,
 		PerSecond: float64(len(lat)) / elapsed.Seconds(), P50ms: pct(.50), P95ms: pct(.95), P99ms: pct(.99), Maxms: pct(1),
 		FirstError: firstErr}
 }
+
+// percentile is the p-th (0..1) of sorted durations, zero when there are none.
+func percentile(sorted []time.Duration, p float64) time.Duration {
+	if len(sorted) == 0 {
+		return 0
+	}
+	return sorted[int(float64(len(sorted)-1)*p)]
+}
+
+// ms is d in milliseconds, to the microsecond.
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }

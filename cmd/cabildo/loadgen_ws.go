@@ -88,7 +88,8 @@ func loadgenWS(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		at      time.Time
 	}
 	var (
-		mu        sync.Mutex
+		// received[i] belongs to client i's read goroutine until that client is closed:
+		// no lock shared by ten thousand clients distorts the latencies measured.
 		received  = make([][]recv, *n)
 		clients   = make([]*client.Client, *n)
 		subs      = make([]*client.Subscription, *n)
@@ -115,10 +116,7 @@ func loadgenWS(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			clients[i] = c
 			s, err := c.Subscribe("schedule:"+*event, "en", client.Handler{
 				OnUpdate: func(v, _ uint64, _ json.RawMessage) {
-					now := time.Now()
-					mu.Lock()
-					received[i] = append(received[i], recv{v, now})
-					mu.Unlock()
+					received[i] = append(received[i], recv{v, time.Now()})
 				},
 			})
 			if err == nil {
@@ -189,8 +187,15 @@ loop:
 	res := wsResult{Scenario: *name, Connections: *n, Connected: int(connected.Load()),
 		ConnectPerSecond: float64(connected.Load()) / rampTook.Seconds(),
 		ChangesPerSecond: *changeRate, Changes: len(sent), Expected: len(sent) * int(connected.Load())}
+	// Closing a client waits for its read goroutine: its received list is then ours.
+	var closing sync.WaitGroup
+	for _, c := range clients {
+		if c != nil {
+			closing.Go(func() { c.Close() })
+		}
+	}
+	closing.Wait()
 	var lat []time.Duration
-	mu.Lock()
 	for i := range *n {
 		if subs[i] == nil {
 			continue
@@ -205,13 +210,7 @@ loop:
 		res.Duplicates += st.Duplicates
 		res.Reconnects += st.Connects - 1
 	}
-	mu.Unlock()
 	res.summarize(lat, int64(connected.Load()), rss1-rss0, rss2-rss0, cpu2-cpu1)
-	for _, c := range clients {
-		if c != nil {
-			c.Close()
-		}
-	}
 	if writeErrs > 0 {
 		fmt.Fprintf(stderr, "loadgen ws: %d writes failed\n", writeErrs)
 	}
@@ -271,12 +270,7 @@ func (res *wsResult) summarize(lat []time.Duration, connected, rssGrowthKiB, rss
 	res.Delivered = len(lat)
 	res.Lost = res.Expected - res.Delivered
 	slices.Sort(lat)
-	pct := func(p float64) float64 {
-		if len(lat) == 0 {
-			return 0
-		}
-		return float64(lat[int(float64(len(lat)-1)*p)].Microseconds()) / 1000
-	}
+	pct := func(p float64) float64 { return ms(percentile(lat, p)) }
 	res.P50ms, res.P95ms, res.P99ms, res.Maxms = pct(.5), pct(.95), pct(.99), pct(1)
 	if rssGrowthKiB > 0 && connected > 0 {
 		res.ServerRSSPerConnK = float64(rssGrowthKiB) / float64(connected)

@@ -38,6 +38,10 @@ type Options struct {
 	OnDisconnect func(code int, err error)
 	// Dialer dials the websocket; nil uses a default with a 10 s handshake timeout.
 	Dialer *websocket.Dialer
+	// IdleTimeout ends a connection on which nothing (no frame, no ping) arrived for this
+	// long, and reconnects: a server that vanished without closing the connection (power
+	// loss, a partition) is noticed. The server pings every 25 s; default 60 s.
+	IdleTimeout time.Duration
 }
 
 // Handler receives one subscription's frames, in order, on the client's read goroutine.
@@ -98,6 +102,9 @@ func Dial(ctx context.Context, opts Options) (*Client, error) {
 	}
 	if opts.MaxBackoff <= 0 {
 		opts.MaxBackoff = 10 * time.Second
+	}
+	if opts.IdleTimeout <= 0 {
+		opts.IdleTimeout = 60 * time.Second
 	}
 	if opts.Dialer == nil {
 		opts.Dialer = &websocket.Dialer{HandshakeTimeout: 10 * time.Second, Proxy: http.ProxyFromEnvironment}
@@ -215,6 +222,16 @@ func (c *Client) stop(err error) {
 
 // read dispatches frames until the connection ends; it returns the close code.
 func (c *Client) read(conn *websocket.Conn) (int, error) {
+	idle := c.opts.IdleTimeout
+	_ = conn.SetReadDeadline(time.Now().Add(idle))
+	conn.SetPingHandler(func(data string) error {
+		_ = conn.SetReadDeadline(time.Now().Add(idle))
+		err := conn.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(time.Second))
+		if errors.Is(err, websocket.ErrCloseSent) {
+			return nil
+		}
+		return err
+	})
 	for {
 		_, b, err := conn.ReadMessage()
 		if err != nil {
@@ -224,6 +241,7 @@ func (c *Client) read(conn *websocket.Conn) (int, error) {
 			}
 			return 0, err
 		}
+		_ = conn.SetReadDeadline(time.Now().Add(idle))
 		var f protocol.ServerFrame
 		if err := json.Unmarshal(b, &f); err != nil {
 			continue
