@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
@@ -60,8 +61,11 @@ func (s *Server) observe(c *fiber.Ctx) error {
 	if c.Route().Path == "/" && c.Path() != "/" {
 		route = "unmatched"
 	}
-	s.m.requests.WithLabelValues(c.Method(), route, strconv.Itoa(c.Response().StatusCode())).Inc()
-	s.m.duration.WithLabelValues(c.Method(), route).Observe(time.Since(start).Seconds())
+	// Labels are kept by the registry: copies, never strings over fasthttp's request
+	// buffer, which the next request on the connection overwrites.
+	method, route := strings.Clone(c.Method()), strings.Clone(route)
+	s.m.requests.WithLabelValues(method, route, strconv.Itoa(c.Response().StatusCode())).Inc()
+	s.m.duration.WithLabelValues(method, route).Observe(time.Since(start).Seconds())
 	return nil
 }
 

@@ -140,6 +140,7 @@ type socket struct {
 	claims  atomic.Pointer[token.Claims]
 	strikes int           // frames refused for rate in a row
 	aborted atomic.Bool   // the hub gave up on this peer: stop writing
+	torn    bool          // a write failed midway: the peer may hold part of a frame
 	gone    chan struct{} // closed once the hub has closed the connection
 }
 
@@ -187,6 +188,7 @@ func (sk *socket) Write(frames []realtime.Frame) error {
 			return errAborted
 		}
 		if err := sk.conn.WriteMessage(websocket.TextMessage, f); err != nil {
+			sk.torn = true
 			return err
 		}
 	}
@@ -205,10 +207,18 @@ func (sk *socket) Abort() {
 }
 
 // Close implements realtime.Conn: the close frame, then a second for the peer to answer
-// it before the read loop gives up on the connection.
+// it before the read loop gives up on the connection. After a write that failed midway
+// (a slow consumer's aborted write, usually) a close frame would only follow a torn
+// frame, so the connection just ends: the peer sees it drop (1006) and resumes, as it
+// would after 4503. A peer whose socket is full could not read a close frame in time
+// anyway.
 func (sk *socket) Close(code int, text string) {
-	closeWith(sk.conn, code, text, closeDeadline)
-	_ = sk.conn.SetReadDeadline(time.Now().Add(closeDeadline))
+	if sk.torn {
+		_ = sk.conn.SetReadDeadline(time.Now())
+	} else {
+		closeWith(sk.conn, code, text, closeDeadline)
+		_ = sk.conn.SetReadDeadline(time.Now().Add(closeDeadline))
+	}
 	close(sk.gone)
 }
 

@@ -191,6 +191,25 @@ func (c *Client) offer(f Frame) bool {
 	return true
 }
 
+// offerAll queues a subscription's first frames as one unit: they fit an empty queue
+// whatever they weigh (a snapshot of a big event and the subscribed frame behind it),
+// else they must fit the room left.
+func (c *Client) offerAll(frames []Frame) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := 0
+	for _, f := range frames {
+		n += len(f)
+	}
+	if c.closed || (c.queued > 0 && c.queued+n > c.hub.opts.QueueBytes) {
+		return false
+	}
+	c.queue = append(c.queue, frames...)
+	c.queued += n
+	c.wakeLocked()
+	return true
+}
+
 // wakeLocked puts the client in the writers' line unless it is there already.
 func (c *Client) wakeLocked() {
 	if !c.writing {
@@ -205,9 +224,12 @@ func (c *Client) wakeLocked() {
 func (c *Client) flush() (more bool) {
 	c.mu.Lock()
 	if c.closed {
-		code, text := c.closeCode, c.closeText
+		code, text, rest := c.closeCode, c.closeText, c.queue
 		c.queue, c.spare, c.queued = nil, nil, 0
 		c.mu.Unlock()
+		if len(rest) > 0 {
+			_ = c.conn.Write(rest) // bounded by the queue and the write deadline
+		}
 		c.conn.Close(code, text)
 		return false
 	}
@@ -251,18 +273,26 @@ func (c *Client) closeSlow() {
 		return
 	}
 	c.hub.dropped.Add(1)
+	c.close(protocol.CloseSlowConsumer, "slow consumer: reconnect and resume", true)
 	// A writer blocked on this peer would hold the close back until its write deadline.
 	c.conn.Abort()
-	c.Close(protocol.CloseSlowConsumer, "slow consumer: reconnect and resume")
 }
 
 // Close ends the client once: it leaves every topic, Done is closed, and its writer
-// closes the connection after whatever it is writing now. The first code and text win.
-func (c *Client) Close(code int, text string) {
+// writes what is still queued (replies to earlier frames, say), then closes the
+// connection with code and text. The first code and text win.
+func (c *Client) Close(code int, text string) { c.close(code, text, false) }
+
+// close is Close; drop discards the queue instead (a slow consumer resumes anyway).
+func (c *Client) close(code int, text string, drop bool) {
 	c.once.Do(func() {
 		c.mu.Lock()
 		c.closed = true
 		c.closeCode, c.closeText = code, text
+		if drop {
+			clear(c.queue)
+			c.queue, c.queued = c.queue[:0], 0
+		}
 		keys := make([]string, 0, len(c.topics))
 		for k := range c.topics {
 			keys = append(keys, k)
@@ -319,10 +349,8 @@ func (h *Hub) subscribeLocked(t *topic, c *Client, key string, start func() ([]F
 	if err != nil {
 		return err
 	}
-	for _, f := range frames {
-		if !c.offer(f) {
-			return errSlow
-		}
+	if !c.offerAll(frames) {
+		return errSlow
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()

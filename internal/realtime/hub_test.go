@@ -302,8 +302,15 @@ func TestSubscribeStartErrorAndOverflow(t *testing.T) {
 	if c.Subscribed("x") {
 		t.Fatal("subscribed despite the error")
 	}
-	// A resume that does not fit the queue closes the client: it reconnects and gets a
-	// snapshot instead.
+	// First frames heavier than the bound fit an empty queue as one unit (a big event's
+	// snapshot and the subscribed frame behind it)...
+	if err := h.Subscribe(c, "z", func() ([]Frame, uint64, error) { return big, 3, nil }); err != nil {
+		t.Fatalf("heavy start on an empty queue: %v", err)
+	}
+	// ...but not behind a backlog: the writer is blocked on the peer with the first
+	// batch, and this update waits in the queue.
+	checkFor(t, func() bool { c.mu.Lock(); defer c.mu.Unlock(); return len(c.queue) == 0 })
+	h.Publish("z", 4, update("z", 4, 3))
 	if err := h.Subscribe(c, "y", func() ([]Frame, uint64, error) { return big, 3, nil }); err != ErrClosed {
 		t.Fatalf("overflowing start: %v", err)
 	}
@@ -424,5 +431,43 @@ func TestBlockedPeerDoesNotStallOthers(t *testing.T) {
 		if got := recv(t, c); got == nil {
 			t.Fatalf("client %d got nothing", i)
 		}
+	}
+}
+
+// checkFor polls cond for up to five seconds.
+func checkFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met within 5s")
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// TestCloseWritesWhatIsQueued: a close for a bad frame still delivers the replies queued
+// before it (a pong, a rate-limit warning), then closes with its code.
+func TestCloseWritesWhatIsQueued(t *testing.T) {
+	h := New(Options{Writers: 1})
+	defer h.Shutdown(protocol.CloseReconnect, "")
+	tc := newTestConn(false)
+	c := registerConn(t, h, tc)
+	// Hold the only writer on another client so that the pong stays queued.
+	stuck := registerConn(t, h, newTestConn(true))
+	stuck.Enqueue(snapshot("s", 1))
+	defer connOf(stuck).Abort()
+	c.Enqueue(Frame(`{"type":"pong","id":1}`))
+	c.Close(protocol.ClosePolicy, "send JSON text frames")
+	if got := recv(t, c); string(got) != `{"type":"pong","id":1}` {
+		t.Fatalf("got %s, want the pong", got)
+	}
+	select {
+	case <-tc.closed:
+	case <-time.After(5 * time.Second):
+		t.Fatal("not closed")
+	}
+	if tc.code != protocol.ClosePolicy {
+		t.Fatalf("closed with %d", tc.code)
 	}
 }
