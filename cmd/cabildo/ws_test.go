@@ -460,6 +460,17 @@ func TestRealtimeSubscriptionLimit(t *testing.T) {
 	if f := w.next(); f.Type != protocol.TypeUpdate || f.Channel != "announcements:"+events[0] {
 		t.Fatalf("existing subscription after the refusal: %+v", f)
 	}
+	// A client that keeps trying is closed: OverSubscribes refusals in all, then 4409.
+	for i := 1; i < protocol.OverSubscribes; i++ {
+		w.send(protocol.ClientFrame{Type: protocol.TypeSubscribe, ID: uint64(100 + i), Channel: "schedule:" + events[len(events)-1]})
+		if f := w.next(); f.Type != protocol.TypeError || f.Code != protocol.ErrTooManySubscriptions {
+			t.Fatalf("refusal %d: %+v", i+1, f)
+		}
+	}
+	w.send(protocol.ClientFrame{Type: protocol.TypeSubscribe, ID: 200, Channel: "schedule:" + events[len(events)-1]})
+	if code := w.closeCode(); code != protocol.CloseTooManySubs {
+		t.Fatalf("close code %d, want %d", code, protocol.CloseTooManySubs)
+	}
 }
 
 // Behind a trusted proxy, the per-address cap counts the forwarded client address.

@@ -13,6 +13,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/cabildo/cabildo/pkg/protocol"
 )
 
 // Serve configures `cabildo serve`.
@@ -95,10 +97,10 @@ func LoadServe(args []string, getenv func(string) string, stderr io.Writer) (Ser
 	fs.IntVar(&c.StreamReplicas, "stream-replicas", 1, "replicas of the log stream (3 in a NATS cluster)")
 	fs.DurationVar(&c.Dedupe, "dedupe-window", 10*time.Minute, "window in which the log drops a repeated Idempotency-Key")
 	fs.DurationVar(&c.SnapshotEvery, "snapshot-every", 30*time.Second, "how often to write the projection snapshot to the cache")
-	fs.DurationVar(&c.WS.AuthTimeout, "ws-auth-timeout", 5*time.Second, "close a websocket that neither authenticated nor subscribed within this time")
-	fs.DurationVar(&c.WS.PingEvery, "ws-ping", 25*time.Second, "websocket ping interval")
-	fs.DurationVar(&c.WS.IdleTimeout, "ws-idle-timeout", 35*time.Second, "close a websocket silent for this long (no frame, no pong)")
-	fs.Float64Var(&c.WS.FrameRate, "ws-frame-rate", 20, "frames per second a client may send (burst twice that)")
+	fs.DurationVar(&c.WS.AuthTimeout, "ws-auth-timeout", protocol.AuthTimeoutSeconds*time.Second, "close a websocket that neither authenticated nor subscribed within this time")
+	fs.DurationVar(&c.WS.PingEvery, "ws-ping", protocol.PingIntervalSeconds*time.Second, "websocket ping interval")
+	fs.DurationVar(&c.WS.IdleTimeout, "ws-idle-timeout", protocol.IdleTimeoutSeconds*time.Second, "close a websocket silent for this long (no frame, no pong)")
+	fs.Float64Var(&c.WS.FrameRate, "ws-frame-rate", protocol.FramesPerSecond, "frames per second a client may send (burst twice that)")
 	fs.IntVar(&c.WS.MaxConnsPerIP, "ws-max-conns-per-ip", 5000, "open websockets per client address")
 	fs.IntVar(&c.WS.QueueBytes, "ws-queue-bytes", 1<<20, "bytes of frames queued for one websocket before it is closed as a slow consumer (it then resumes)")
 	fs.DurationVar(&c.ShutdownGrace, "shutdown-grace", 10*time.Second, "how long shutdown waits for in-flight work")

@@ -220,6 +220,12 @@ func TestProtocolConstantsDocumented(t *testing.T) {
 		"maxFrameBytes":       protocol.MaxFrameBytes,
 		"maxChannelNameBytes": protocol.MaxChannelName,
 		"maxSubscriptions":    protocol.MaxSubscriptions,
+		"framesPerSecond":     protocol.FramesPerSecond,
+		"frameBurst":          protocol.FrameBurst,
+		"authTimeoutSeconds":  protocol.AuthTimeoutSeconds,
+		"pingIntervalSeconds": protocol.PingIntervalSeconds,
+		"idleTimeoutSeconds":  protocol.IdleTimeoutSeconds,
+		"overSubscribes":      protocol.OverSubscribes,
 	} {
 		if got := docInt(t, limits[key]); got != want {
 			t.Errorf("x-limits.%s = %d, pkg/protocol says %d", key, got, want)

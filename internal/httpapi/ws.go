@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/url"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"sync"
@@ -44,19 +45,19 @@ type Realtime struct {
 
 func (r *Realtime) defaults() {
 	if r.FrameRate == 0 {
-		r.FrameRate = 20
+		r.FrameRate = protocol.FramesPerSecond
 	}
 	if r.FrameBurst == 0 {
-		r.FrameBurst = 40
+		r.FrameBurst = protocol.FrameBurst
 	}
 	if r.AuthTimeout == 0 {
-		r.AuthTimeout = 5 * time.Second
+		r.AuthTimeout = protocol.AuthTimeoutSeconds * time.Second
 	}
 	if r.MaxConnsPerIP == 0 {
 		r.MaxConnsPerIP = 5000
 	}
 	if r.IdleTimeout == 0 {
-		r.IdleTimeout = 35 * time.Second
+		r.IdleTimeout = protocol.IdleTimeoutSeconds * time.Second
 	}
 	if r.MaxSubs == 0 {
 		r.MaxSubs = protocol.MaxSubscriptions
@@ -120,6 +121,13 @@ func (p *ipCounts) release(ip string) {
 func (s *Server) websocketHandler() fiber.Handler {
 	return fws.New(func(conn *fws.Conn) { s.serveSocket(conn) }, fws.Config{
 		HandshakeTimeout: 10 * time.Second, EnableCompression: false,
+		// The library's default would send the panic's text to the client.
+		RecoverHandler: func(conn *fws.Conn) {
+			if p := recover(); p != nil {
+				s.log.Error("websocket handler panicked", "panic", p, "stack", string(debug.Stack()))
+				closeWith(conn, websocket.CloseInternalServerErr, "internal error", closeDeadline)
+			}
+		},
 		// Small buffers and a shared write buffer pool: most sockets are idle most of the
 		// time, and memory per connection is what bounds a node. Reads already pass
 		// through the server's own 4 KiB buffer, which a hijacked connection keeps.
@@ -132,16 +140,17 @@ var writeBuffers sync.Pool
 // socket is one websocket connection: its read loop (the connection's only goroutine
 // while it is idle) and the realtime.Conn the hub writes through.
 type socket struct {
-	s       *Server
-	rt      *Realtime
-	conn    *fws.Conn
-	client  *realtime.Client
-	limiter *rate.Limiter
-	claims  atomic.Pointer[token.Claims]
-	strikes int           // frames refused for rate in a row
-	aborted atomic.Bool   // the hub gave up on this peer: stop writing
-	torn    bool          // a write failed midway: the peer may hold part of a frame
-	gone    chan struct{} // closed once the hub has closed the connection
+	s        *Server
+	rt       *Realtime
+	conn     *fws.Conn
+	client   *realtime.Client
+	limiter  *rate.Limiter
+	claims   atomic.Pointer[token.Claims]
+	strikes  int           // frames refused for rate in a row
+	overSubs int           // subscribes refused for the subscription limit
+	aborted  atomic.Bool   // the hub gave up on this peer: stop writing
+	torn     bool          // a write failed midway: the peer may hold part of a frame
+	gone     chan struct{} // closed once the hub has closed the connection
 }
 
 func (s *Server) serveSocket(conn *fws.Conn) {
@@ -168,10 +177,24 @@ func (s *Server) serveSocket(conn *fws.Conn) {
 		}
 	})
 	defer auth.Stop()
+	defer func() {
+		if p := recover(); p != nil {
+			s.log.Error("websocket handler panicked", "panic", p, "stack", string(debug.Stack()))
+			client.Close(websocket.CloseInternalServerErr, "internal error")
+		}
+		client.Close(protocol.CloseNormal, "")
+		// The connection goes back to the server only once the hub's writer is done with it.
+		<-sk.gone
+		// Read on until the peer answers the close or the close deadline passes, so that
+		// the close frame is not lost to a reset (closing a socket with unread input
+		// resets it).
+		for {
+			if _, _, err := sk.conn.NextReader(); err != nil {
+				return
+			}
+		}
+	}()
 	sk.readLoop()
-	client.Close(protocol.CloseNormal, "")
-	// The connection goes back to the server only once the hub's writer is done with it.
-	<-sk.gone
 }
 
 // closeDeadline bounds the close frame's write: a peer that does not read must not hold
@@ -250,6 +273,8 @@ func (sk *socket) readLoop() {
 	for {
 		typ, msg, err := sk.conn.ReadMessage()
 		if err != nil {
+			// The library has already sent 1009 when the frame's header announced more
+			// than the limit (so a reply still queued in the hub may be cut off by it).
 			if errors.Is(err, websocket.ErrReadLimit) {
 				sk.client.Close(protocol.CloseTooBig, "frame too large")
 			}
@@ -376,6 +401,10 @@ func (sk *socket) subscribe(f protocol.ClientFrame) {
 		}
 	}
 	if sk.client.Subscriptions() >= sk.rt.MaxSubs {
+		if sk.overSubs++; sk.overSubs > protocol.OverSubscribes {
+			sk.client.Close(protocol.CloseTooManySubs, "too many subscriptions")
+			return
+		}
 		sk.fail(f.ID, f.Channel, protocol.ErrTooManySubscriptions, "too many subscriptions on this connection")
 		return
 	}

@@ -90,4 +90,16 @@ const (
 	MaxFrameBytes    = 64 << 10
 	MaxChannelName   = 255
 	MaxSubscriptions = 128
+	// OverSubscribes is how many subscribes over MaxSubscriptions are answered with
+	// too_many_subscriptions before the connection is closed with CloseTooManySubs.
+	OverSubscribes  = 10
+	FramesPerSecond = 20
+	FrameBurst      = 2 * FramesPerSecond
+)
+
+// Timing defaults, in seconds; the server's configuration may change them.
+const (
+	AuthTimeoutSeconds  = 5  // auth or a public subscription within this, else CloseAuthTimeout
+	PingIntervalSeconds = 25 // the server pings this often
+	IdleTimeoutSeconds  = 35 // nothing (no frame, no pong) for this long: the peer is dropped
 )
