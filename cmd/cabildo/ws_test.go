@@ -126,14 +126,20 @@ func (w *wsConn) subscribe(channel string, since *uint64) []protocol.ServerFrame
 
 func moveSession(t *testing.T, n *node, tok string, id int64, room string) uint64 {
 	t.Helper()
-	r := n.do(t, req{method: "PATCH", path: fmt.Sprintf("/v1/events/%s/sessions/%d?force=true", demoEvent, id),
-		header: auth(tok), body: map[string]any{"room": room}})
-	if r.Status != 200 {
-		t.Fatalf("move: %d %s", r.Status, r.Body)
+	return versionOf(t, n, req{method: "PATCH", path: fmt.Sprintf("/v1/events/%s/sessions/%d?force=true", demoEvent, id),
+		header: auth(tok), body: map[string]any{"room": room}}, 200)
+}
+
+// versionOf makes a write and returns the version its answer reports.
+func versionOf(t *testing.T, n *node, r req, status int) uint64 {
+	t.Helper()
+	resp := n.do(t, r)
+	if resp.Status != status {
+		t.Fatalf("%s %s: %d %s", r.method, r.path, resp.Status, resp.Body)
 	}
-	var s struct{ Version uint64 }
-	r.json(t, &s)
-	return s.Version
+	var v struct{ Version uint64 }
+	resp.json(t, &v)
+	return v.Version
 }
 
 // TestRealtimeScheduleAndResume: a subscriber gets the snapshot, then each change live with

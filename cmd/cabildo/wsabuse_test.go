@@ -282,14 +282,8 @@ func resumeExactly(t *testing.T, n *node, channel string, since uint64, written 
 
 func postAnnouncement(t *testing.T, n *node, tok, body string) uint64 {
 	t.Helper()
-	r := n.do(t, req{method: "POST", path: "/v1/events/" + demoEvent + "/announcements", header: auth(tok),
-		body: map[string]any{"title": map[string]string{"es": "Aviso", "en": "Notice"}, "body": map[string]string{"es": body, "en": body}}})
-	if r.Status != 201 {
-		t.Fatalf("post announcement: %d %s", r.Status, r.Body)
-	}
-	var a struct{ Version uint64 }
-	r.json(t, &a)
-	return a.Version
+	return versionOf(t, n, req{method: "POST", path: "/v1/events/" + demoEvent + "/announcements", header: auth(tok),
+		body: map[string]any{"title": map[string]string{"es": "Aviso", "en": "Notice"}, "body": map[string]string{"es": body, "en": body}}}, 201)
 }
 
 // TestRealtimeSlowConsumer is scenario 12: a client that stops reading while updates
