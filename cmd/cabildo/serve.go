@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -307,6 +308,8 @@ func printWelcome(w io.Writer, addr net.Addr, store *projection.Store, cfg confi
 		id := st.Programme.Event.ID
 		fmt.Fprintf(w, "  schedule: %s/v1/events/%s/schedule?lang=en\n", base, id)
 		fmt.Fprintf(w, "  changes:  %s/v1/events/%s/changes?since=0\n", base, id)
+		fmt.Fprintf(w, "  live:     ws%s/v1/ws  then send {\"type\":\"subscribe\",\"channel\":\"schedule:%s\"}\n",
+			strings.TrimPrefix(base, "http"), id)
 		fmt.Fprintf(w, "  organizer token: go run ./cmd/cabildo token create --event %s --role organizer --data-dir %s\n", id, cfg.DataDir)
 	})
 	fmt.Fprintf(w, "  contract: %s/openapi.yaml\n", base)
