@@ -124,7 +124,7 @@ func (s *Server) websocketHandler() fiber.Handler {
 		// The library's default would send the panic's text to the client.
 		RecoverHandler: func(conn *fws.Conn) {
 			if p := recover(); p != nil {
-				s.log.Error("websocket handler panicked", "panic", p, "stack", string(debug.Stack()))
+				s.logPanic(p)
 				closeWith(conn, websocket.CloseInternalServerErr, "internal error", closeDeadline)
 			}
 		},
@@ -136,6 +136,11 @@ func (s *Server) websocketHandler() fiber.Handler {
 }
 
 var writeBuffers sync.Pool
+
+// logPanic records a websocket handler's panic for operators; the client only gets 1011.
+func (s *Server) logPanic(p any) {
+	s.log.Error("websocket handler panicked", "panic", p, "stack", string(debug.Stack()))
+}
 
 // socket is one websocket connection: its read loop (the connection's only goroutine
 // while it is idle) and the realtime.Conn the hub writes through.
@@ -179,7 +184,7 @@ func (s *Server) serveSocket(conn *fws.Conn) {
 	defer auth.Stop()
 	defer func() {
 		if p := recover(); p != nil {
-			s.log.Error("websocket handler panicked", "panic", p, "stack", string(debug.Stack()))
+			s.logPanic(p)
 			client.Close(websocket.CloseInternalServerErr, "internal error")
 		}
 		client.Close(protocol.CloseNormal, "")

@@ -177,23 +177,11 @@ func (c *Client) Ping() {
 }
 
 // offer queues f if the client is open and f fits its queue.
-func (c *Client) offer(f Frame) bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	// A frame larger than the bound still fits an empty queue: a big snapshot must not
-	// close every subscriber as a slow consumer.
-	if c.closed || (c.queued > 0 && c.queued+len(f) > c.hub.opts.QueueBytes) {
-		return false
-	}
-	c.queue = append(c.queue, f)
-	c.queued += len(f)
-	c.wakeLocked()
-	return true
-}
+func (c *Client) offer(f Frame) bool { return c.offerAll([]Frame{f}) }
 
-// offerAll queues a subscription's first frames as one unit: they fit an empty queue
-// whatever they weigh (a snapshot of a big event and the subscribed frame behind it),
-// else they must fit the room left.
+// offerAll queues frames as one unit if the client is open. They fit an empty queue
+// whatever they weigh (a big event's snapshot and the subscribed frame behind it must
+// not close every subscriber as a slow consumer), else they must fit the room left.
 func (c *Client) offerAll(frames []Frame) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()

@@ -85,7 +85,7 @@ func (w *writers) work() {
 			return
 		}
 		if c.flush() {
-			c.hub.writers.requeue(c)
+			w.requeue(c)
 		}
 		w.progress.Store(time.Now().UnixNano())
 	}
@@ -112,11 +112,4 @@ func (w *writers) unstall(now time.Time) {
 		go w.work()
 		w.progress.Store(now.UnixNano())
 	}
-}
-
-// pending is the number of clients waiting for a writer.
-func (w *writers) pending() int {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return len(w.line) - w.head
 }
