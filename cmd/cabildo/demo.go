@@ -4,16 +4,19 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"strconv"
 
 	"github.com/cabildo/cabildo/internal/cabildo"
 	"github.com/cabildo/cabildo/internal/demo"
+	"github.com/cabildo/cabildo/internal/projection"
 	"github.com/cabildo/cabildo/internal/schedule"
+	"github.com/cabildo/cabildo/internal/townhall"
 )
 
 // loadDemo writes the demo event through the same use cases an organizer uses. Every
 // write carries a fixed Idempotency-Key, so two nodes starting on an empty log at once
 // load it once.
-func loadDemo(ctx context.Context, svc *schedule.Service, log *slog.Logger) error {
+func loadDemo(ctx context.Context, svc *schedule.Service, th *townhall.Service, store *projection.Store, log *slog.Logger) error {
 	p, err := demo.Load()
 	if err != nil {
 		return err
@@ -43,6 +46,22 @@ func loadDemo(ctx context.Context, svc *schedule.Service, log *slog.Logger) erro
 			return err
 		}
 	}
-	log.Info("demo event loaded", "event", p.Event.ID, "sessions", len(p.Sessions))
+	// The town hall takes questions from the start, screened by moderators.
+	var townHalls []int64
+	store.Read(p.Event.ID, func(st *projection.EventState) {
+		for _, s := range st.Programme.Sessions {
+			if s.Kind == cabildo.KindTownHall {
+				townHalls = append(townHalls, s.ID)
+			}
+		}
+	})
+	open, moderated := true, true
+	for _, id := range townHalls {
+		if _, err := th.Configure(ctx, req(), p.Event.ID, strconv.FormatInt(id, 10),
+			cabildo.QASettings{Open: &open, Moderated: &moderated}); err != nil {
+			return err
+		}
+	}
+	log.Info("demo event loaded", "event", p.Event.ID, "sessions", len(p.Sessions), "town_halls", townHalls)
 	return nil
 }

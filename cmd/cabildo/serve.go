@@ -24,15 +24,18 @@ import (
 	"github.com/cabildo/cabildo/internal/memcache"
 	"github.com/cabildo/cabildo/internal/natslog"
 	"github.com/cabildo/cabildo/internal/projection"
+	"github.com/cabildo/cabildo/internal/ratelimit"
 	"github.com/cabildo/cabildo/internal/realtime"
 	"github.com/cabildo/cabildo/internal/rediscache"
 	"github.com/cabildo/cabildo/internal/schedule"
+	"github.com/cabildo/cabildo/internal/townhall"
 	"github.com/cabildo/cabildo/pkg/protocol"
 )
 
 // cache is what a node keeps in the cache: projection snapshots and rendered responses.
 type cache interface {
 	httpapi.RenderCache
+	ratelimit.Limiter
 	LoadSnapshot(ctx context.Context, key string) (cabildo.Snapshot, bool, error)
 	StoreSnapshot(ctx context.Context, key string, s cabildo.Snapshot) (bool, error)
 	Ping(ctx context.Context) error
@@ -153,8 +156,17 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	log.Info("projection caught up", "seq", store.Seq(), "log_last_seq", info.LastSeq)
 
 	svc := schedule.New(lg, store)
+	words := townhall.DefaultWords()
+	if cfg.QA.WordsFile != "" {
+		if words, err = townhall.LoadWords(cfg.QA.WordsFile); err != nil {
+			return err
+		}
+	}
+	th := townhall.New(svc, lg, store, townhall.Options{Words: words})
+	defer th.Close()
+	channels.VoteInterval = cfg.QA.VoteInterval
 	if cfg.Demo && info.LastSeq == 0 {
-		if err := loadDemo(ctx, svc, log); err != nil {
+		if err := loadDemo(ctx, svc, th, store, log); err != nil {
 			return fmt.Errorf("load demo event: %w", err)
 		}
 	}
@@ -170,6 +182,15 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		Realtime: httpapi.Realtime{Hub: hub, Channels: channels, Origins: cfg.Origins,
 			AuthTimeout: cfg.WS.AuthTimeout, IdleTimeout: cfg.WS.IdleTimeout,
 			FrameRate: cfg.WS.FrameRate, FrameBurst: int(2 * cfg.WS.FrameRate), MaxConnsPerIP: cfg.WS.MaxConnsPerIP},
+		TownHall: httpapi.TownHall{Service: th, Minter: keys,
+			Limiter: &ratelimit.Fallback{Shared: cc, Local: ratelimit.NewLocal()},
+			Limits: httpapi.Limits{
+				MintPerIP:      perMinute(cfg.QA.MintsPerIPMinute),
+				AskPerAttendee: perMinute(cfg.QA.AsksPerMinute),
+				AskPerIP:       perMinute(cfg.QA.AsksPerIPMinute),
+				VotePerAttend:  perMinute(cfg.QA.VotesPerMinute),
+				VotePerIP:      perMinute(100 * cfg.QA.VotesPerMinute),
+			}},
 		Ready: func(ctx context.Context) (bool, map[string]string) {
 			checks := map[string]string{"log": "up", "projection": "caught_up", "cache": cc.Name()}
 			ok := ready.Load()
@@ -219,6 +240,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	if err := api.Shutdown(shCtx); err != nil {
 		log.Warn("http shutdown", "err", err)
 	}
+	th.Close()
 	stopConsume()
 	wg.Wait()
 	writeSnapshot(shCtx, log, cc, store, info.Identity)
@@ -228,6 +250,8 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	log.Info("stopped")
 	return nil
 }
+
+func perMinute(n int) ratelimit.Limit { return ratelimit.Limit{N: n, Per: time.Minute} }
 
 func newLogger(cfg config.Serve, w io.Writer) *slog.Logger {
 	var level slog.Level
@@ -311,6 +335,14 @@ func printWelcome(w io.Writer, addr net.Addr, store *projection.Store, cfg confi
 		fmt.Fprintf(w, "  live:     ws%s/v1/ws  then send {\"type\":\"subscribe\",\"channel\":\"schedule:%s\"}\n",
 			strings.TrimPrefix(base, "http"), id)
 		fmt.Fprintf(w, "  organizer token: go run ./cmd/cabildo token create --event %s --role organizer --data-dir %s\n", id, cfg.DataDir)
+		for sid, qa := range st.QA {
+			if qa.Open {
+				fmt.Fprintf(w, "  town hall: %s/v1/events/%s/sessions/%d/questions (attendees: POST %s/v1/events/%s/attendees; live: questions:%s:%d)\n",
+					base, id, sid, base, id, id, sid)
+				fmt.Fprintf(w, "  moderator token: go run ./cmd/cabildo token create --event %s --role moderator --subject <name> --data-dir %s (live: moderation:%s:%d)\n",
+					id, cfg.DataDir, id, sid)
+			}
+		}
 	})
 	fmt.Fprintf(w, "  contract: %s/openapi.yaml\n", base)
 }

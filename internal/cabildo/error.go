@@ -18,6 +18,8 @@ const (
 	CodeAlreadyExists        Code = "already_exists"         // create of something that exists
 	CodeVersionConflict      Code = "version_conflict"       // optimistic concurrency lost
 	CodeIdempotencyKeyReused Code = "idempotency_key_reused" // same key, different request
+	CodeInvalidTransition    Code = "invalid_transition"     // the question's state does not allow this action
+	CodeQAClosed             Code = "qa_closed"              // the session takes no questions now
 	CodeUnauthorized         Code = "unauthorized"           // no or invalid credentials
 	CodeForbidden            Code = "forbidden"              // valid credentials, not allowed
 	CodePayloadTooLarge      Code = "payload_too_large"

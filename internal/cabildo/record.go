@@ -16,6 +16,10 @@ const (
 	RecordSessionReinstated  RecordType = "session.reinstated"
 	RecordSessionDeleted     RecordType = "session.deleted"
 	RecordAnnouncementPosted RecordType = "announcement.posted"
+	RecordQAConfigured       RecordType = "qa.configured"
+	RecordQuestionAsked      RecordType = "question.asked"
+	RecordQuestionModerated  RecordType = "question.moderated"
+	RecordVotesCast          RecordType = "votes.cast"
 )
 
 // Record is one domain event: the unit appended to the log of record. Records carry the
@@ -38,6 +42,13 @@ type Record struct {
 	Reason    *Reason  `json:"reason,omitempty"`
 
 	Announcement *Announcement `json:"announcement,omitempty"`
+
+	QASettings *QASettings `json:"qa_settings,omitempty"`
+	Question   *Question   `json:"question,omitempty"`
+	Moderation *Moderation `json:"moderation,omitempty"`
+	// Votes are group-committed: one record holds every vote a node took while the
+	// previous append was in flight.
+	Votes []VoteOp `json:"votes,omitempty"`
 }
 
 // Subject is the record's aggregate within the log, relative to the log's prefix:
@@ -56,6 +67,14 @@ func (r Record) Subject() string {
 		return SessionSubject(r.Event, r.Session.GUID)
 	case r.Announcement != nil:
 		return r.Event + ".announcement." + r.Announcement.GUID
+	case r.Question != nil:
+		return QuestionsSubject(r.Event, r.Question.Session)
+	case r.Moderation != nil:
+		return ModerationSubject(r.Event, r.Moderation.Session)
+	case r.QASettings != nil:
+		return ModerationSubject(r.Event, r.QASettings.Session)
+	case r.Votes != nil:
+		return r.Event + ".votes"
 	}
 	return r.Event + ".unknown"
 }
@@ -65,6 +84,19 @@ func EventSubject(event string) string { return event + ".event" }
 
 // SessionSubject is the subject of one session.
 func SessionSubject(event, guid string) string { return event + ".session." + guid }
+
+// QuestionsSubject holds the questions asked in a session: asking needs no order with
+// anything else, so these appends never conflict.
+func QuestionsSubject(event string, session int64) string {
+	return fmt.Sprintf("%s.questions.%d", event, session)
+}
+
+// ModerationSubject holds a session's moderator actions and Q&A settings: each is checked
+// against the state the one before left, so they are appended with that subject's
+// expected sequence.
+func ModerationSubject(event string, session int64) string {
+	return fmt.Sprintf("%s.moderation.%d", event, session)
+}
 
 // Validate checks that the record is well formed enough to apply.
 func (r Record) Validate() error {
@@ -85,6 +117,14 @@ func (r Record) Validate() error {
 		ok = r.Session != nil
 	case RecordAnnouncementPosted:
 		ok = r.Announcement != nil
+	case RecordQAConfigured:
+		ok = r.QASettings != nil
+	case RecordQuestionAsked:
+		ok = r.Question != nil
+	case RecordQuestionModerated:
+		ok = r.Moderation != nil
+	case RecordVotesCast:
+		ok = len(r.Votes) > 0
 	}
 	if !ok {
 		return fmt.Errorf("record %s: missing payload", r.Type)

@@ -38,6 +38,7 @@ type Serve struct {
 	Dedupe         time.Duration // JetStream de-duplication window
 	SnapshotEvery  time.Duration // how often the projection snapshot is written to the cache
 	WS             WS
+	QA             QA
 	ShutdownGrace  time.Duration
 	// DebugAddr serves Go's profiler (net/http/pprof) when set: bind it to loopback or a
 	// private network, never to the public.
@@ -54,6 +55,16 @@ type WS struct {
 	FrameRate     float64
 	MaxConnsPerIP int
 	QueueBytes    int
+}
+
+// QA tunes the town hall: its rate limits (per minute) and its word lists.
+type QA struct {
+	WordsFile        string        // JSON {"es": [...], "en": [...]}; empty: the built-in lists
+	AsksPerMinute    int           // per attendee
+	AsksPerIPMinute  int           // per client address
+	VotesPerMinute   int           // per attendee
+	MintsPerIPMinute int           // attendee tokens per client address
+	VoteInterval     time.Duration // vote counts are published at most this often per session
 }
 
 // env names every flag's environment variable: CABILDO_ plus the flag in upper snake case.
@@ -103,6 +114,12 @@ func LoadServe(args []string, getenv func(string) string, stderr io.Writer) (Ser
 	fs.Float64Var(&c.WS.FrameRate, "ws-frame-rate", protocol.FramesPerSecond, "frames per second a client may send (burst twice that)")
 	fs.IntVar(&c.WS.MaxConnsPerIP, "ws-max-conns-per-ip", 5000, "open websockets per client address")
 	fs.IntVar(&c.WS.QueueBytes, "ws-queue-bytes", 1<<20, "bytes of frames queued for one websocket before it is closed as a slow consumer (it then resumes)")
+	fs.StringVar(&c.QA.WordsFile, "qa-words", "", `town-hall word lists, JSON {"es": [...], "en": [...]}; they flag questions for moderators (default: built-in lists)`)
+	fs.IntVar(&c.QA.AsksPerMinute, "qa-asks-per-minute", 5, "questions one attendee may ask per minute")
+	fs.IntVar(&c.QA.AsksPerIPMinute, "qa-asks-per-ip-per-minute", 600, "questions one client address may send per minute (venue Wi-Fi is one address)")
+	fs.IntVar(&c.QA.VotesPerMinute, "qa-votes-per-minute", 120, "votes and withdrawals one attendee may send per minute")
+	fs.IntVar(&c.QA.MintsPerIPMinute, "qa-attendees-per-ip-per-minute", 30, "attendee tokens one client address may obtain per minute")
+	fs.DurationVar(&c.QA.VoteInterval, "qa-vote-interval", 250*time.Millisecond, "publish a session's changed vote counts at most this often")
 	fs.DurationVar(&c.ShutdownGrace, "shutdown-grace", 10*time.Second, "how long shutdown waits for in-flight work")
 	fs.StringVar(&c.DebugAddr, "debug-addr", "", "serve the Go profiler (/debug/pprof/) on this private address, e.g. 127.0.0.1:6060")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
@@ -148,6 +165,9 @@ func (c Serve) validate() error {
 	if c.WS.AuthTimeout <= 0 || c.WS.PingEvery <= 0 || c.WS.IdleTimeout <= c.WS.PingEvery || c.WS.FrameRate <= 0 ||
 		c.WS.MaxConnsPerIP < 1 || c.WS.QueueBytes < 4<<10 {
 		errs = append(errs, errors.New("--ws-* settings must be positive, the idle timeout longer than the ping interval, the queue at least 4096 bytes"))
+	}
+	if c.QA.AsksPerMinute < 1 || c.QA.AsksPerIPMinute < 1 || c.QA.VotesPerMinute < 1 || c.QA.MintsPerIPMinute < 1 || c.QA.VoteInterval <= 0 {
+		errs = append(errs, errors.New("--qa-* limits and the vote interval must be positive"))
 	}
 	if c.DebugAddr != "" {
 		if _, _, err := net.SplitHostPort(c.DebugAddr); err != nil {

@@ -52,6 +52,8 @@ type Options struct {
 	TrustedProxies []string
 	// Realtime serves GET /v1/ws when its Hub is set.
 	Realtime Realtime
+	// TownHall serves questions, votes and moderation when its Service is set.
+	TownHall TownHall
 }
 
 // Server is the Fiber application with its handlers.
@@ -76,6 +78,7 @@ func New(opts Options) *Server {
 		opts.WriteTimeout = 10 * time.Second
 	}
 	opts.Realtime.defaults()
+	opts.TownHall.defaults()
 	if opts.Registry == nil {
 		opts.Registry = prometheus.NewRegistry()
 	}
@@ -133,17 +136,21 @@ func (s *Server) routes() {
 	v1.Get("/events/:event/changes", s.listChanges)
 	v1.Get("/events/:event/announcements", s.listAnnouncements)
 
-	org := v1.Group("/events/:event", s.requireRole(token.Organizer))
-	org.Put("", s.putEvent)
-	org.Put("/rooms/:room", s.putRoom)
-	org.Put("/tracks/:track", s.putTrack)
-	org.Put("/speakers/:speaker", s.putSpeaker)
-	org.Post("/sessions", s.createSession)
-	org.Patch("/sessions/:session", s.patchSession)
-	org.Delete("/sessions/:session", s.deleteSession)
-	org.Post("/sessions/:session/cancel", s.cancelSession)
-	org.Post("/sessions/:session/reinstate", s.reinstateSession)
-	org.Post("/announcements", s.postAnnouncement)
+	org := s.requireRole(token.Organizer)
+	ev := "/events/:event"
+	v1.Put(ev, org, s.putEvent)
+	v1.Put(ev+"/rooms/:room", org, s.putRoom)
+	v1.Put(ev+"/tracks/:track", org, s.putTrack)
+	v1.Put(ev+"/speakers/:speaker", org, s.putSpeaker)
+	v1.Post(ev+"/sessions", org, s.createSession)
+	v1.Patch(ev+"/sessions/:session", org, s.patchSession)
+	v1.Delete(ev+"/sessions/:session", org, s.deleteSession)
+	v1.Post(ev+"/sessions/:session/cancel", org, s.cancelSession)
+	v1.Post(ev+"/sessions/:session/reinstate", org, s.reinstateSession)
+	v1.Post(ev+"/announcements", org, s.postAnnouncement)
+	if s.opts.TownHall.Service != nil {
+		s.townHallRoutes(v1)
+	}
 }
 
 // Handler returns the Fiber app, for tests and for Listen.

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -21,32 +22,42 @@ import (
 const claimsKey = "cabildo.claims"
 
 // requireRole admits a request whose bearer token is valid, for the event in the path and
-// with the role. The token travels in the Authorization header only.
-func (s *Server) requireRole(role token.Role) fiber.Handler {
+// with one of the roles (each token type is its own: an attendee token never passes for a
+// moderator's). The token travels in the Authorization header only.
+func (s *Server) requireRole(roles ...token.Role) fiber.Handler {
 	return func(c *fiber.Ctx) error {
-		if c.Method() == fiber.MethodGet || c.Method() == fiber.MethodHead {
-			return c.Next()
-		}
 		// Browsers attach no bearer token by themselves, but a cross-site form or script
 		// has no business writing here either.
-		if c.Get("Sec-Fetch-Site") == "cross-site" {
-			return cabildo.Errorf(cabildo.CodeForbidden, "cross-site requests may not change the programme")
+		if c.Method() != fiber.MethodGet && c.Method() != fiber.MethodHead && c.Get("Sec-Fetch-Site") == "cross-site" {
+			return cabildo.Errorf(cabildo.CodeForbidden, "cross-site requests may not change anything here")
 		}
 		auth := c.Get(fiber.HeaderAuthorization)
 		raw, ok := strings.CutPrefix(auth, "Bearer ")
 		if !ok || strings.TrimSpace(raw) == "" {
-			return cabildo.Errorf(cabildo.CodeUnauthorized, "send an organizer token as Authorization: Bearer <token>")
+			return cabildo.Errorf(cabildo.CodeUnauthorized, "send %s token as Authorization: Bearer <token>", roleNames(roles))
 		}
 		claims, err := s.opts.Tokens.Verify(strings.TrimSpace(raw))
 		if err != nil {
 			return err
 		}
-		if claims.Event != c.Params("event") || claims.Type != role {
-			return cabildo.Errorf(cabildo.CodeForbidden, "this token does not allow changing this event's programme")
+		if claims.Event != c.Params("event") || !slices.Contains(roles, claims.Type) {
+			return cabildo.Errorf(cabildo.CodeForbidden, "this needs %s token for this event", roleNames(roles))
 		}
 		c.Locals(claimsKey, claims)
 		return c.Next()
 	}
+}
+
+func roleNames(roles []token.Role) string {
+	names := make([]string, len(roles))
+	for i, r := range roles {
+		names[i] = string(r)
+	}
+	article := "a"
+	if len(names) > 0 && strings.ContainsAny(names[0][:1], "aeiou") {
+		article = "an"
+	}
+	return article + " " + strings.Join(names, " or ")
 }
 
 // request builds the use-case request: who asks, and a hash of exactly what they asked,

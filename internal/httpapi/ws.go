@@ -7,7 +7,6 @@ import (
 	"net/url"
 	"runtime/debug"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -156,6 +155,10 @@ type socket struct {
 	aborted  atomic.Bool   // the hub gave up on this peer: stop writing
 	torn     bool          // a write failed midway: the peer may hold part of a frame
 	gone     chan struct{} // closed once the hub has closed the connection
+
+	mu         sync.Mutex                  // guards the token-bound subscriptions
+	restricted map[string]realtime.Channel // subscriptions a token allowed, by topic
+	expiry     *time.Timer                 // ends them when the token expires
 }
 
 func (s *Server) serveSocket(conn *fws.Conn) {
@@ -343,6 +346,7 @@ func (sk *socket) handle(msg []byte) {
 			return
 		}
 		sk.claims.Store(&claims)
+		sk.reauthorized(&claims)
 		sk.reply(protocol.ServerFrame{Type: protocol.TypeAuthOK, ID: f.ID})
 	case protocol.TypeSubscribe:
 		sk.subscribe(f)
@@ -353,10 +357,10 @@ func (sk *socket) handle(msg []byte) {
 			return
 		}
 		found := false
-		for _, lang := range cabildo.Langs {
-			key := ch.Name() + "|" + string(lang)
+		for _, key := range ch.Keys() {
 			if sk.client.Subscribed(key) {
 				sk.rt.Hub.Unsubscribe(sk.client, key)
+				sk.untrack(key)
 				found = true
 			}
 		}
@@ -395,12 +399,13 @@ func (sk *socket) subscribe(f protocol.ClientFrame) {
 		}
 		lang = l
 	}
-	if err := authorize(sk.claims.Load(), ch); err != nil {
+	claims := sk.claims.Load()
+	if err := authorize(claims, ch, time.Now()); err != nil {
 		sk.frameError(f, err)
 		return
 	}
-	for _, l := range cabildo.Langs {
-		if sk.client.Subscribed(ch.Name() + "|" + string(l)) {
+	for _, key := range ch.Keys() {
+		if sk.client.Subscribed(key) {
 			sk.fail(f.ID, f.Channel, protocol.ErrAlreadySubscribed, "already subscribed; unsubscribe first")
 			return
 		}
@@ -413,23 +418,91 @@ func (sk *socket) subscribe(f protocol.ClientFrame) {
 		sk.fail(f.ID, f.Channel, protocol.ErrTooManySubscriptions, "too many subscriptions on this connection")
 		return
 	}
-	if err := sk.rt.Channels.Subscribe(sk.client, ch, lang, f.Since, f.ID); err != nil && !errors.Is(err, realtime.ErrClosed) {
+	if needsToken(ch) {
+		// Under the socket's lock, so the token's expiry cannot slip in between the
+		// subscription and its tracking.
+		sk.mu.Lock()
+		defer sk.mu.Unlock()
+	}
+	err = sk.rt.Channels.Subscribe(sk.client, ch, lang, f.Since, f.ID)
+	if err != nil && !errors.Is(err, realtime.ErrClosed) {
 		sk.frameError(f, err)
+		return
+	}
+	if err == nil && needsToken(ch) {
+		sk.trackLocked(ch, claims)
 	}
 }
 
-// authorize is the one place that says who may subscribe to what. Programme channels are
-// public; moderation channels (town hall) will need a moderator token for their event.
-func authorize(claims *token.Claims, ch realtime.Channel) error {
-	switch ch.Kind {
-	case "schedule", "announcements":
+// needsToken reports whether a channel needs a token: moderation channels do.
+func needsToken(ch realtime.Channel) bool { return ch.Kind == realtime.KindModeration }
+
+// authorize is the one place that says who may subscribe to what. Programme and audience
+// channels are public; a moderation channel needs a live moderator token for its event.
+func authorize(claims *token.Claims, ch realtime.Channel, now time.Time) error {
+	if !needsToken(ch) {
 		return nil
 	}
 	if claims == nil {
-		return &realtime.FrameError{Code: protocol.ErrUnauthorized, Message: "authenticate first"}
+		return &realtime.FrameError{Code: protocol.ErrUnauthorized, Message: "authenticate first: send an auth frame with a moderator token"}
 	}
-	if claims.Event != ch.Event || !strings.EqualFold(string(claims.Type), "moderator") {
-		return &realtime.FrameError{Code: protocol.ErrForbidden, Message: "this channel needs another role"}
+	if claims.ExpiresAt == nil || !now.Before(claims.ExpiresAt.Add(token.Leeway)) {
+		return &realtime.FrameError{Code: protocol.ErrTokenExpired, Message: "the token has expired: authenticate again"}
+	}
+	if claims.Event != ch.Event || claims.Type != token.Moderator {
+		return &realtime.FrameError{Code: protocol.ErrForbidden, Message: "this channel needs a moderator token for its event"}
 	}
 	return nil
+}
+
+// trackLocked remembers a subscription its token allowed, and arms the token's expiry.
+func (sk *socket) trackLocked(ch realtime.Channel, claims *token.Claims) {
+	if sk.restricted == nil {
+		sk.restricted = map[string]realtime.Channel{}
+	}
+	sk.restricted[ch.Key("")] = ch
+	if sk.expiry == nil {
+		sk.expiry = time.AfterFunc(time.Until(claims.ExpiresAt.Add(token.Leeway)), func() {
+			sk.revoke(func(realtime.Channel) bool { return true }, protocol.ErrTokenExpired,
+				"your token expired: authenticate again and resubscribe with since")
+		})
+	}
+}
+
+func (sk *socket) untrack(key string) {
+	sk.mu.Lock()
+	defer sk.mu.Unlock()
+	delete(sk.restricted, key)
+}
+
+// revoke ends the token-bound subscriptions drop selects. The unsubscribed frame is queued
+// after everything the channel sent before, and nothing of it follows.
+func (sk *socket) revoke(drop func(realtime.Channel) bool, code, message string) {
+	sk.mu.Lock()
+	defer sk.mu.Unlock()
+	for key, ch := range sk.restricted {
+		if !drop(ch) {
+			continue
+		}
+		sk.rt.Hub.Unsubscribe(sk.client, key)
+		delete(sk.restricted, key)
+		sk.reply(protocol.ServerFrame{Type: protocol.TypeUnsubscribed, Channel: ch.Name(), Code: code, Message: message})
+	}
+	if len(sk.restricted) == 0 && sk.expiry != nil {
+		sk.expiry.Stop()
+		sk.expiry = nil
+	}
+}
+
+// reauthorized applies a new auth frame's claims to the token-bound subscriptions: the
+// ones the new token does not allow end, and the expiry follows the new token.
+func (sk *socket) reauthorized(claims *token.Claims) {
+	now := time.Now()
+	sk.revoke(func(ch realtime.Channel) bool { return authorize(claims, ch, now) != nil }, protocol.ErrForbidden,
+		"the new token does not allow this channel")
+	sk.mu.Lock()
+	defer sk.mu.Unlock()
+	if sk.expiry != nil {
+		sk.expiry.Reset(time.Until(claims.ExpiresAt.Add(token.Leeway)))
+	}
 }

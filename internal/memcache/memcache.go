@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/cabildo/cabildo/internal/cabildo"
+	"github.com/cabildo/cabildo/internal/ratelimit"
 )
 
 // DefaultMaxRenderedBytes bounds the rendered responses a Cache from New keeps. Rendered
@@ -37,6 +38,7 @@ type Cache struct {
 	rendered  map[string]*list.Element    // values are *renderedEntry
 	lru       *list.List                  // front is most recently used
 	bytes     int64                       // sum of renderedEntry.size over lru
+	limits    *ratelimit.Local
 }
 
 type renderedEntry struct {

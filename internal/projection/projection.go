@@ -70,6 +70,8 @@ type EventState struct {
 	AnnouncementsVersion uint64
 	// Sessions holds each session's own version and last change time.
 	Sessions map[string]Meta
+	// QA is each session's town hall, by session id, once anyone configured it or asked.
+	QA       map[int64]*cabildo.QA
 	Rooms    map[string]Meta
 	Tracks   map[string]Meta
 	Speakers map[string]Meta
@@ -253,7 +255,7 @@ func (s *Store) apply(seq uint64, subject string, at time.Time, rec cabildo.Reco
 	switch rec.Type {
 	case cabildo.RecordEventPut:
 		if !ok {
-			st = &EventState{Programme: cabildo.NewProgramme(*rec.EventInfo), Sessions: map[string]Meta{},
+			st = &EventState{Programme: cabildo.NewProgramme(*rec.EventInfo), Sessions: map[string]Meta{}, QA: map[int64]*cabildo.QA{},
 				Rooms: map[string]Meta{}, Tracks: map[string]Meta{}, Speakers: map[string]Meta{},
 				ByID: map[int64]string{}, subjects: s.subjects, Created: seq}
 			s.events[rec.Event] = st
@@ -310,6 +312,14 @@ func (s *Store) apply(seq uint64, subject string, at time.Time, rec cabildo.Reco
 			s.idem[rec.Event+"\x00"+rec.IdempotencyKey] = Idempotent{Seq: seq, RequestHash: rec.RequestHash, Subject: subject, At: at}
 		}
 		// Not a programme change: the schedule's version and history stay as they are.
+		return nil, nil
+	case cabildo.RecordQAConfigured, cabildo.RecordQuestionAsked, cabildo.RecordQuestionModerated, cabildo.RecordVotesCast:
+		if err := applyTownHall(st, seq, at, rec); err != nil {
+			return nil, err
+		}
+		if rec.IdempotencyKey != "" {
+			s.idem[rec.Event+"\x00"+rec.IdempotencyKey] = Idempotent{Seq: seq, RequestHash: rec.RequestHash, Subject: subject, At: at}
+		}
 		return nil, nil
 	default:
 		return nil, fmt.Errorf("unknown record type %q", rec.Type)

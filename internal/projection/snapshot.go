@@ -28,6 +28,7 @@ type snapshotEvent struct {
 	Created     uint64                 `json:"created"`
 	Ann         []cabildo.Announcement `json:"announcements,omitempty"`
 	AnnVersion  uint64                 `json:"announcements_version,omitempty"`
+	QA          map[int64]*cabildo.QA  `json:"qa,omitempty"`
 }
 
 type snapshotState struct {
@@ -38,7 +39,8 @@ type snapshotState struct {
 	Idem     map[string]Idempotent    `json:"idempotency"`
 }
 
-const snapshotFormat = 1
+// Format 2 added the town hall.
+const snapshotFormat = 2
 
 // Snapshot serializes the whole store with the sequence it reflects.
 func (s *Store) Snapshot() (seq uint64, data []byte, err error) {
@@ -51,7 +53,7 @@ func (s *Store) Snapshot() (seq uint64, data []byte, err error) {
 			Tracks: e.Programme.Tracks, Speakers: e.Programme.Speakers, Sessions: e.Programme.Sessions,
 			Version: e.Version, Updated: e.Updated, SessionMeta: e.Sessions, RoomMeta: e.Rooms,
 			TrackMeta: e.Tracks, SpeakerMeta: e.Speakers, ByID: e.ByID, Changes: e.Changes, Horizon: e.Horizon, EventVer: e.EventVersion, Created: e.Created,
-			Ann: e.Announcements, AnnVersion: e.AnnouncementsVersion}
+			Ann: e.Announcements, AnnVersion: e.AnnouncementsVersion, QA: e.QA}
 	}
 	data, err = json.Marshal(st)
 	if err != nil {
@@ -84,7 +86,12 @@ func (s *Store) Restore(data []byte) (uint64, error) {
 		s.events[id] = &EventState{Programme: p, Version: e.Version, Updated: e.Updated,
 			Sessions: orEmpty(e.SessionMeta), Rooms: orEmpty(e.RoomMeta), Tracks: orEmpty(e.TrackMeta),
 			Speakers: orEmpty(e.SpeakerMeta), ByID: orEmptyIDs(e.ByID), Changes: e.Changes, Horizon: e.Horizon, EventVersion: e.EventVer,
-			Created: e.Created, Announcements: e.Ann, AnnouncementsVersion: e.AnnVersion, subjects: s.subjects}
+			Created: e.Created, Announcements: e.Ann, AnnouncementsVersion: e.AnnVersion, subjects: s.subjects,
+			QA: map[int64]*cabildo.QA{}}
+		for sid, qa := range e.QA {
+			qa.Rebuild()
+			s.events[id].QA[sid] = qa
+		}
 	}
 	fill(s.subjects, st.Subjects)
 	fill(s.idem, st.Idem)

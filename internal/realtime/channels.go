@@ -3,8 +3,10 @@ package realtime
 import (
 	"encoding/json"
 	"fmt"
+	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/cabildo/cabildo/internal/cabildo"
 	"github.com/cabildo/cabildo/internal/projection"
@@ -20,8 +22,13 @@ type Channels struct {
 	hub   *Hub
 	store *projection.Store
 
+	// VoteInterval is the most often a town-hall channel publishes changed vote counts;
+	// default 250 ms.
+	VoteInterval time.Duration
+
 	mu        sync.Mutex
 	snapshots map[string]snapshotFrame // newest snapshot frame per topic
+	feeds     map[string]*feed         // town-hall feeds by event:session
 }
 
 // snapshotFrame is a snapshot encoded once and shared by every subscriber that joins at
@@ -33,29 +40,86 @@ type snapshotFrame struct {
 
 // NewChannels serves the hub's channels from store.
 func NewChannels(hub *Hub, store *projection.Store) *Channels {
-	return &Channels{hub: hub, store: store, snapshots: map[string]snapshotFrame{}}
+	return &Channels{hub: hub, store: store, VoteInterval: 250 * time.Millisecond,
+		snapshots: map[string]snapshotFrame{}, feeds: map[string]*feed{}}
 }
+
+// Channel kinds.
+const (
+	KindSchedule      = "schedule"      // schedule:<event>
+	KindAnnouncements = "announcements" // announcements:<event>
+	KindQuestions     = "questions"     // questions:<event>:<session>: the audience's
+	KindModeration    = "moderation"    // moderation:<event>:<session>: moderators of the event only
+)
 
 // Channel is a parsed channel name.
 type Channel struct {
-	Kind  string // schedule or announcements
-	Event string
+	Kind    string
+	Event   string
+	Session int64 // town-hall channels
 }
 
-// ParseChannel validates a channel name such as "schedule:ogp-2027".
+// ParseChannel validates a channel name such as "schedule:ogp-2027" or
+// "questions:ogp-2027:1234".
 func ParseChannel(name string) (Channel, error) {
 	if len(name) > protocol.MaxChannelName {
 		return Channel{}, &FrameError{Code: protocol.ErrChannelNameTooLong, Message: fmt.Sprintf("channel names are at most %d bytes", protocol.MaxChannelName)}
 	}
-	kind, event, ok := strings.Cut(name, ":")
-	if !ok || (kind != "schedule" && kind != "announcements") || !cabildo.ValidSlug(event) {
-		return Channel{}, &FrameError{Code: protocol.ErrUnknownChannel, Message: "unknown channel: try schedule:<event> or announcements:<event>"}
+	unknown := &FrameError{Code: protocol.ErrUnknownChannel,
+		Message: "unknown channel: try schedule:<event>, announcements:<event>, questions:<event>:<session> or moderation:<event>:<session>"}
+	parts := strings.Split(name, ":")
+	if len(parts) < 2 || !cabildo.ValidSlug(parts[1]) {
+		return Channel{}, unknown
 	}
-	return Channel{Kind: kind, Event: event}, nil
+	c := Channel{Kind: parts[0], Event: parts[1]}
+	switch c.Kind {
+	case KindSchedule, KindAnnouncements:
+		if len(parts) == 2 {
+			return c, nil
+		}
+	case KindQuestions, KindModeration:
+		if len(parts) == 3 {
+			id, err := strconv.ParseInt(parts[2], 10, 64)
+			if err == nil && id > 0 && strconv.FormatInt(id, 10) == parts[2] {
+				c.Session = id
+				return c, nil
+			}
+		}
+	}
+	return Channel{}, unknown
 }
 
 // Name is the channel's wire name.
-func (c Channel) Name() string { return c.Kind + ":" + c.Event }
+func (c Channel) Name() string {
+	if c.Session != 0 {
+		return c.Kind + ":" + c.Event + ":" + strconv.FormatInt(c.Session, 10)
+	}
+	return c.Kind + ":" + c.Event
+}
+
+// Localized reports whether the channel's frames depend on the subscriber's language.
+// Town-hall questions are in the language they were asked in, for everyone.
+func (c Channel) Localized() bool { return c.Kind == KindSchedule || c.Kind == KindAnnouncements }
+
+// Key is the hub topic of the channel in lang: one per language for localized channels.
+func (c Channel) Key(lang cabildo.Lang) string {
+	if !c.Localized() {
+		return c.Name() + "|"
+	}
+	return topicKey(c.Name(), lang)
+}
+
+// Keys are every hub topic the channel may have.
+func (c Channel) Keys() []string {
+	if !c.Localized() {
+		return []string{c.Key("")}
+	}
+	keys := make([]string, len(cabildo.Langs))
+	for i, l := range cabildo.Langs {
+		keys[i] = c.Key(l)
+	}
+	return keys
+}
 
 // FrameError is a protocol error answered with an error frame.
 type FrameError struct {
@@ -70,6 +134,11 @@ func topicKey(channel string, lang cabildo.Lang) string { return channel + "|" +
 // OnApply publishes what one log entry changed. It runs on the projection's consuming
 // goroutine, after the entry is applied, so Publish follows the projection's order.
 func (ch *Channels) OnApply(a projection.Applied) {
+	switch a.Record.Type {
+	case cabildo.RecordQAConfigured, cabildo.RecordQuestionAsked, cabildo.RecordQuestionModerated, cabildo.RecordVotesCast:
+		ch.onTownHall(a)
+		return
+	}
 	if a.Record.Type == cabildo.RecordAnnouncementPosted {
 		ch.publishAnnouncement(a)
 		return
@@ -103,6 +172,9 @@ func (ch *Channels) OnApply(a projection.Applied) {
 // event, or ahead of it): never silence, never an error loop. Then a subscribed frame says
 // from which version on the client is live.
 func (ch *Channels) Subscribe(c *Client, chn Channel, lang cabildo.Lang, since *uint64, id uint64) error {
+	if !chn.Localized() {
+		return ch.subscribeTownHall(c, chn, since, id)
+	}
 	name := chn.Name()
 	return ch.hub.Subscribe(c, topicKey(name, lang), func() ([]Frame, uint64, error) {
 		var (

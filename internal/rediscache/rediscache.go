@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/go-redis/redis_rate/v10"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/cabildo/cabildo/internal/cabildo"
@@ -42,6 +43,7 @@ type Options struct {
 // own after Redis comes back.
 type Cache struct {
 	rdb       *redis.Client
+	limiter   *redis_rate.Limiter
 	prefix    string
 	opTimeout time.Duration
 }
@@ -114,7 +116,8 @@ func New(ctx context.Context, opts Options) (*Cache, error) {
 	// Without this go-redis ignores context deadlines on socket I/O and a stalled Redis
 	// would hold the caller for the read timeout (seconds), not OpTimeout.
 	ro.ContextTimeoutEnabled = true
-	c := &Cache{rdb: redis.NewClient(ro), prefix: opts.Prefix, opTimeout: opts.OpTimeout}
+	rdb := redis.NewClient(ro)
+	c := &Cache{rdb: rdb, limiter: redis_rate.NewLimiter(rdb), prefix: opts.Prefix, opTimeout: opts.OpTimeout}
 
 	lctx, cancel := c.opContext(ctx)
 	defer cancel()

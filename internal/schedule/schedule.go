@@ -54,11 +54,23 @@ type Result struct {
 	Replayed bool
 }
 
-// builder inspects the event (nil when it does not exist) and returns the record to
-// append and the subject sequence the log must still be at; skip means nothing changes.
-type builder func(st *projection.EventState) (rec cabildo.Record, expect uint64, skip bool, err error)
+// Builder inspects the event (nil when it does not exist) and returns the record to
+// append and the subject sequence the log must still be at (AnyOrder: none); skip means
+// nothing changes.
+type Builder func(st *projection.EventState) (rec cabildo.Record, expect uint64, skip bool, err error)
 
-func (s *Service) commit(ctx context.Context, req Request, event string, build builder) (Result, error) {
+// AnyOrder is the expected sequence of a record that needs no order with the others on
+// its subject, such as a question asked: concurrent appends never conflict.
+const AnyOrder = ^uint64(0)
+
+// Commit builds a record against this node's projection, appends it to the log, and waits
+// until the projection has applied it (read-your-writes). Other use-case packages commit
+// through it.
+func (s *Service) Commit(ctx context.Context, req Request, event string, build Builder) (Result, error) {
+	return s.commit(ctx, req, event, build)
+}
+
+func (s *Service) commit(ctx context.Context, req Request, event string, build Builder) (Result, error) {
 	if req.IdempotencyKey != "" {
 		if r, ok := s.view.Idempotent(event, req.IdempotencyKey); ok {
 			if r.RequestHash != req.Hash {
@@ -93,7 +105,11 @@ func (s *Service) commit(ctx context.Context, req Request, event string, build b
 	if req.IdempotencyKey != "" {
 		msgID = event + ":" + req.IdempotencyKey
 	}
-	seq, dup, err := s.log.Append(ctx, subject, data, &expect, msgID)
+	exp := &expect
+	if expect == AnyOrder {
+		exp = nil
+	}
+	seq, dup, err := s.log.Append(ctx, subject, data, exp, msgID)
 	if err != nil {
 		return Result{}, err
 	}
@@ -102,7 +118,7 @@ func (s *Service) commit(ctx context.Context, req Request, event string, build b
 	if err := s.view.WaitFor(wctx, seq); err != nil {
 		return Result{}, err
 	}
-	res := Result{Seq: seq, Subject: subject, Created: expect == 0}
+	res := Result{Seq: seq, Subject: subject, Created: expect == 0 || expect == AnyOrder}
 	if dup {
 		// The log already held this key's record, from a retry we raced with.
 		r, ok := s.view.Idempotent(event, req.IdempotencyKey)

@@ -46,6 +46,9 @@ const (
 	minKey  = 32
 )
 
+// Leeway is the clock skew tolerated on a token's times; a token ends Leeway after its exp.
+const Leeway = 5 * time.Second
+
 // Claims are what a Cabildo token says.
 type Claims struct {
 	Event string `json:"event"`
@@ -118,6 +121,16 @@ func LoadOrCreateKeyFile(path string) ([]byte, error) {
 
 // Mint signs a token for one event and role, valid for ttl.
 func (k *Keys) Mint(event string, role Role, subject string, ttl time.Duration) (string, Claims, error) {
+	return k.mint(event, role, subject, "", ttl)
+}
+
+// MintAttendee signs an anonymous attendee identity: a fresh random subject, the display
+// name the attendee chose (if any), nothing else about them.
+func (k *Keys) MintAttendee(event, name string, ttl time.Duration) (string, Claims, error) {
+	return k.mint(event, Attendee, uuid.NewString(), name, ttl)
+}
+
+func (k *Keys) mint(event string, role Role, subject, name string, ttl time.Duration) (string, Claims, error) {
 	if !cabildo.ValidSlug(event) {
 		return "", Claims{}, fmt.Errorf("token: %q is not an event id", event)
 	}
@@ -125,7 +138,7 @@ func (k *Keys) Mint(event string, role Role, subject string, ttl time.Duration) 
 		return "", Claims{}, fmt.Errorf("token: ttl must be positive")
 	}
 	now := k.now()
-	c := Claims{Event: event, Type: role, RegisteredClaims: jwt.RegisteredClaims{
+	c := Claims{Event: event, Type: role, Name: name, RegisteredClaims: jwt.RegisteredClaims{
 		Issuer: issuer, Audience: jwt.ClaimStrings{audience}, Subject: subject,
 		IssuedAt: jwt.NewNumericDate(now), NotBefore: jwt.NewNumericDate(now.Add(-time.Minute)),
 		ExpiresAt: jwt.NewNumericDate(now.Add(ttl)), ID: uuid.NewString(),
@@ -144,7 +157,7 @@ func (k *Keys) Verify(tok string) (Claims, error) {
 	_, err := jwt.ParseWithClaims(tok, &c, func(*jwt.Token) (any, error) { return k.key, nil },
 		jwt.WithValidMethods([]string{jwt.SigningMethodHS256.Alg()}),
 		jwt.WithIssuer(issuer), jwt.WithAudience(audience), jwt.WithExpirationRequired(),
-		jwt.WithIssuedAt(), jwt.WithLeeway(5*time.Second), jwt.WithTimeFunc(k.now))
+		jwt.WithIssuedAt(), jwt.WithLeeway(Leeway), jwt.WithTimeFunc(k.now))
 	if err == nil && (!cabildo.ValidSlug(c.Event) || (c.Type != Organizer && c.Type != Moderator && c.Type != Attendee)) {
 		err = errors.New("token: bad claims")
 	}

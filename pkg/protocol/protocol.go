@@ -67,7 +67,8 @@ const (
 	ErrTooManySubscriptions = "too_many_subscriptions" // over the per-connection limit
 	ErrAlreadySubscribed    = "already_subscribed"
 	ErrNotSubscribed        = "not_subscribed"
-	ErrRateLimited          = "rate_limited" // frames over the per-connection rate
+	ErrRateLimited          = "rate_limited"  // frames over the per-connection rate
+	ErrTokenExpired         = "token_expired" // the token that allowed a subscription expired: it ended
 )
 
 // Close codes. 1000-1015 are the websocket standard's; 4000-4999 are Cabildo's.

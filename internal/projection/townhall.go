@@ -1,0 +1,62 @@
+package projection
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/cabildo/cabildo/internal/cabildo"
+)
+
+// QAOf returns a session's town hall, nil when nobody configured it or asked yet.
+func (st *EventState) QAOf(session int64) *cabildo.QA { return st.QA[session] }
+
+// qa returns a session's town hall, creating it for a session that exists.
+func (st *EventState) qa(session int64) (*cabildo.QA, error) {
+	if qa, ok := st.QA[session]; ok {
+		return qa, nil
+	}
+	guid, ok := st.ByID[session]
+	if !ok {
+		return nil, fmt.Errorf("session %d does not exist", session)
+	}
+	if _, ok := st.Programme.Sessions[guid]; !ok {
+		return nil, fmt.Errorf("session %d was removed", session)
+	}
+	qa := cabildo.NewQA(session)
+	st.QA[session] = qa
+	return qa, nil
+}
+
+// applyTownHall applies a town-hall record. Votes for what cannot take them any more are
+// skipped one by one: the rest of their batch still counts.
+func applyTownHall(st *EventState, seq uint64, at time.Time, rec cabildo.Record) error {
+	switch rec.Type {
+	case cabildo.RecordQAConfigured:
+		qa, err := st.qa(rec.QASettings.Session)
+		if err != nil {
+			return err
+		}
+		qa.Configure(*rec.QASettings, seq)
+	case cabildo.RecordQuestionAsked:
+		qa, err := st.qa(rec.Question.Session)
+		if err != nil {
+			return err
+		}
+		qa.Ask(*rec.Question, seq, at)
+	case cabildo.RecordQuestionModerated:
+		qa, ok := st.QA[rec.Moderation.Session]
+		if !ok {
+			return fmt.Errorf("session %d has no questions", rec.Moderation.Session)
+		}
+		if _, err := qa.Moderate(*rec.Moderation, rec.Actor, seq, at); err != nil {
+			return err
+		}
+	case cabildo.RecordVotesCast:
+		for _, v := range rec.Votes {
+			if qa, ok := st.QA[v.Session]; ok {
+				qa.Vote(v, seq)
+			}
+		}
+	}
+	return nil
+}

@@ -1,0 +1,392 @@
+package realtime
+
+import (
+	"bytes"
+	"cmp"
+	"encoding/json"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/cabildo/cabildo/internal/cabildo"
+	"github.com/cabildo/cabildo/internal/projection"
+	"github.com/cabildo/cabildo/internal/render"
+	"github.com/cabildo/cabildo/pkg/api"
+	"github.com/cabildo/cabildo/pkg/protocol"
+)
+
+// A town-hall feed serves one session's two channels, questions:<event>:<session> (the
+// audience: public questions only) and moderation:<event>:<session> (everything). Each
+// keeps the view it last published. A flush compares the projection with it and publishes
+// what differs, whole questions, as one update chained by prev; a subscriber's snapshot is
+// rendered from that same view, so its version and the next update's prev always meet.
+//
+// Votes change counts many times a second: they only mark the feed due, and it flushes at
+// most every VoteInterval, so a burst of a thousand votes is one update per channel. Any
+// other change (a question asked, approved, pinned...) flushes at once.
+type feed struct {
+	event   string
+	session int64
+
+	mu        sync.Mutex
+	audience  view
+	moderator view
+	queue     api.QueueStats
+	due       bool      // a vote flush is scheduled
+	flushed   time.Time // when the last flush ran
+	dropped   bool      // nobody subscribes any more: a new feed replaces this one
+}
+
+// view is what one channel last published.
+type view struct {
+	version   uint64
+	open      bool
+	moderated bool
+	items     map[int64]item // questions by id; for moderation also actions, by -version
+	ring      []sent         // the last updates, for resumes
+}
+
+type item struct {
+	value any
+	json  []byte
+}
+
+type sent struct {
+	prev, version uint64
+	frame         Frame
+}
+
+// ringSize is how many recent updates a feed keeps to resume a client exactly; an older
+// since gets a snapshot.
+const ringSize = 64
+
+func feedKey(event string, session int64) string {
+	return event + ":" + strconv.FormatInt(session, 10)
+}
+
+// feedFor returns the session's feed, creating it if create.
+func (ch *Channels) feedFor(event string, session int64, create bool) *feed {
+	ch.mu.Lock()
+	defer ch.mu.Unlock()
+	k := feedKey(event, session)
+	f, ok := ch.feeds[k]
+	if !ok && create {
+		f = &feed{event: event, session: session}
+		ch.feeds[k] = f
+	}
+	return f
+}
+
+// onTownHall routes a town-hall record to the feeds it concerns.
+func (ch *Channels) onTownHall(a projection.Applied) {
+	rec := a.Record
+	var sessions []int64
+	switch {
+	case rec.Question != nil:
+		sessions = []int64{rec.Question.Session}
+	case rec.Moderation != nil:
+		sessions = []int64{rec.Moderation.Session}
+	case rec.QASettings != nil:
+		sessions = []int64{rec.QASettings.Session}
+	case rec.Votes != nil:
+		for _, v := range rec.Votes {
+			if !slices.Contains(sessions, v.Session) {
+				sessions = append(sessions, v.Session)
+			}
+		}
+	}
+	for _, s := range sessions {
+		f := ch.feedFor(a.Event, s, false)
+		if f == nil {
+			continue
+		}
+		if rec.Type == cabildo.RecordVotesCast {
+			ch.flushSoon(f)
+		} else {
+			f.mu.Lock()
+			ch.flushLocked(f)
+			f.mu.Unlock()
+		}
+	}
+}
+
+// flushSoon flushes f once VoteInterval has passed since its last flush.
+func (ch *Channels) flushSoon(f *feed) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.due {
+		return
+	}
+	f.due = true
+	time.AfterFunc(max(0, time.Until(f.flushed.Add(ch.VoteInterval))), func() {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		ch.flushLocked(f)
+	})
+}
+
+func (ch *Channels) topicKeys(f *feed) (audience, moderation string) {
+	return Channel{Kind: KindQuestions, Event: f.event, Session: f.session}.Key(""),
+		Channel{Kind: KindModeration, Event: f.event, Session: f.session}.Key("")
+}
+
+// flushLocked publishes what changed since the feed's last flush. With nobody subscribed
+// to either channel any more the feed is dropped: the next subscriber starts a new one.
+func (ch *Channels) flushLocked(f *feed) {
+	ak, mk := ch.topicKeys(f)
+	if !ch.hub.HasTopic(ak) && !ch.hub.HasTopic(mk) {
+		ch.mu.Lock()
+		if ch.feeds[feedKey(f.event, f.session)] == f {
+			delete(ch.feeds, feedKey(f.event, f.session))
+		}
+		ch.mu.Unlock()
+		f.audience, f.moderator, f.dropped = view{}, view{}, true
+		return
+	}
+	ch.advanceLocked(f)
+}
+
+// advanceLocked brings both views up to the projection and publishes their updates. A
+// view nobody has seen yet just starts at the projection's version.
+func (ch *Channels) advanceLocked(f *feed) {
+	f.due, f.flushed = false, time.Now()
+	var (
+		version   uint64
+		open      bool
+		moderated = true
+		aud, mod  map[int64]item
+	)
+	ch.store.Read(f.event, func(st *projection.EventState) {
+		qa := st.QAOf(f.session)
+		if qa == nil {
+			version = st.Created
+			return
+		}
+		version, open, moderated = qa.Version, qa.Open, qa.Moderated
+		aud, mod = audienceItems(qa), moderatorItems(qa)
+		f.queue = render.NewModerator(qa).Queue()
+	})
+	ak, mk := ch.topicKeys(f)
+	if frame, ok := f.audience.advance(KindQuestions, f, version, open, moderated, aud, nil); ok {
+		ch.hub.Publish(ak, version, frame)
+	}
+	if frame, ok := f.moderator.advance(KindModeration, f, version, open, moderated, mod, &f.queue); ok {
+		ch.hub.Publish(mk, version, frame)
+	}
+}
+
+func audienceItems(qa *cabildo.QA) map[int64]item {
+	out := map[int64]item{}
+	for _, q := range qa.Questions {
+		if q.State.Public() {
+			out[q.ID] = newItem(render.Question(q))
+		}
+	}
+	return out
+}
+
+func moderatorItems(qa *cabildo.QA) map[int64]item {
+	m := render.NewModerator(qa)
+	out := map[int64]item{}
+	for _, q := range qa.Questions {
+		out[q.ID] = newItem(m.Question(q))
+	}
+	for _, a := range qa.Actions[max(0, len(qa.Actions)-render.MaxModerationActions):] {
+		out[-int64(a.Version)] = newItem(render.Action(a))
+	}
+	return out
+}
+
+func newItem(v any) item {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic("realtime: encode town hall item: " + err.Error()) // our own types always encode
+	}
+	return item{value: v, json: b}
+}
+
+// townHallUpdate is QuestionsUpdate and ModerationUpdate with their items pre-encoded.
+type townHallUpdate struct {
+	Questions []json.RawMessage `json:"questions,omitempty"`
+	Actions   []json.RawMessage `json:"actions,omitempty"`
+	Removed   []int64           `json:"removed,omitempty"`
+	Queue     *api.QueueStats   `json:"queue,omitempty"`
+	Open      *bool             `json:"open,omitempty"`
+	Moderated *bool             `json:"moderated,omitempty"`
+}
+
+// advance moves the view to version and returns the update frame for what changed, if
+// anything a subscriber would see did.
+func (v *view) advance(kind string, f *feed, version uint64, open, moderated bool, items map[int64]item, queue *api.QueueStats) (Frame, bool) {
+	if v.items == nil {
+		// Nobody has seen this view yet: it starts here, without an update.
+		*v = view{version: version, open: open, moderated: moderated, items: items}
+		if v.items == nil {
+			v.items = map[int64]item{}
+		}
+		return nil, false
+	}
+	if version <= v.version {
+		return nil, false
+	}
+	var up townHallUpdate
+	for id, it := range items {
+		if old, ok := v.items[id]; !ok || !bytes.Equal(old.json, it.json) {
+			if id < 0 {
+				up.Actions = append(up.Actions, it.json)
+			} else {
+				up.Questions = append(up.Questions, it.json)
+			}
+		}
+	}
+	for id := range v.items {
+		if _, ok := items[id]; !ok && id > 0 {
+			up.Removed = append(up.Removed, id)
+		}
+	}
+	if open != v.open {
+		up.Open = &open
+	}
+	if moderated != v.moderated {
+		up.Moderated = &moderated
+	}
+	if len(up.Questions) == 0 && len(up.Actions) == 0 && len(up.Removed) == 0 && up.Open == nil && up.Moderated == nil {
+		return nil, false
+	}
+	slices.SortFunc(up.Questions, byID)
+	slices.SortFunc(up.Actions, byID)
+	slices.Sort(up.Removed)
+	up.Queue = queue
+	prev := v.version
+	name := Channel{Kind: kind, Event: f.event, Session: f.session}.Name()
+	frame := encode(protocol.ServerFrame{Type: protocol.TypeUpdate, Channel: name, Version: version, Prev: &prev}, up)
+	v.version, v.open, v.moderated, v.items = version, open, moderated, items
+	v.ring = append(v.ring, sent{prev: prev, version: version, frame: frame})
+	if len(v.ring) > ringSize {
+		v.ring = slices.Delete(v.ring, 0, len(v.ring)-ringSize)
+	}
+	return frame, true
+}
+
+// byID orders encoded questions or actions by their id or version, which both start
+// their JSON objects.
+func byID(a, b json.RawMessage) int {
+	var x, y struct {
+		ID      int64  `json:"id"`
+		Version uint64 `json:"version"`
+	}
+	_ = json.Unmarshal(a, &x)
+	_ = json.Unmarshal(b, &y)
+	return cmp.Or(cmp.Compare(x.ID, y.ID), cmp.Compare(x.Version, y.Version))
+}
+
+// since returns the updates after version since, if the view still has all of them.
+func (v *view) since(since uint64) ([]Frame, bool) {
+	if since == v.version {
+		return nil, true
+	}
+	for i, s := range v.ring {
+		if s.prev == since {
+			out := make([]Frame, 0, len(v.ring)-i)
+			for _, r := range v.ring[i:] {
+				out = append(out, r.frame)
+			}
+			return out, true
+		}
+	}
+	return nil, false
+}
+
+// subscribeTownHall starts a subscription to a session's questions or moderation channel:
+// the updates after since if the feed still has them, else a snapshot of its view.
+func (ch *Channels) subscribeTownHall(c *Client, chn Channel, since *uint64, id uint64) error {
+	var exists bool
+	ch.store.Read(chn.Event, func(st *projection.EventState) {
+		if guid, ok := st.ByID[chn.Session]; ok {
+			_, exists = st.Programme.Sessions[guid]
+		}
+	})
+	if !exists {
+		return &FrameError{Code: protocol.ErrUnknownChannel, Message: "no such event or session"}
+	}
+	for {
+		f := ch.feedFor(chn.Event, chn.Session, true)
+		f.mu.Lock()
+		if f.dropped {
+			// The last subscriber left while we were getting here: take the new feed.
+			f.mu.Unlock()
+			continue
+		}
+		err := ch.subscribeLocked(f, c, chn, since, id)
+		f.mu.Unlock()
+		return err
+	}
+}
+
+func (ch *Channels) subscribeLocked(f *feed, c *Client, chn Channel, since *uint64, id uint64) error {
+	// Bring the views up to now (publishing to whoever is subscribed already), so the
+	// new subscriber starts where everyone else is.
+	ch.advanceLocked(f)
+	v := &f.audience
+	if chn.Kind == KindModeration {
+		v = &f.moderator
+	}
+	name := chn.Name()
+	return ch.hub.Subscribe(c, chn.Key(""), func() ([]Frame, uint64, error) {
+		var frames []Frame
+		resumed := false
+		if since != nil {
+			var fr []Frame
+			if fr, resumed = v.since(*since); resumed && weight(fr) <= ch.hub.ResumeBytes() {
+				frames = fr
+			} else {
+				resumed = false
+			}
+		}
+		if !resumed {
+			frames = []Frame{v.snapshot(chn.Kind, f, name)}
+		}
+		frames = append(frames, encode(protocol.ServerFrame{Type: protocol.TypeSubscribed, ID: id, Channel: name, Version: v.version}, nil))
+		return frames, v.version, nil
+	})
+}
+
+// snapshot renders the view: the public list in the audience's order, or everything for
+// moderators.
+func (v *view) snapshot(kind string, f *feed, name string) Frame {
+	head := protocol.ServerFrame{Type: protocol.TypeSnapshot, Channel: name, Version: v.version}
+	if kind == KindQuestions {
+		list := api.QuestionList{Event: f.event, Session: f.session, Version: v.version, Open: v.open,
+			Moderated: v.moderated, Questions: make([]api.Question, 0, len(v.items))}
+		for _, it := range v.items {
+			list.Questions = append(list.Questions, it.value.(api.Question))
+		}
+		slices.SortFunc(list.Questions, audienceOrder)
+		return encode(head, list)
+	}
+	m := api.Moderation{Event: f.event, Session: f.session, Version: v.version, Open: v.open, Moderated: v.moderated,
+		ServerTime: time.Now().UTC(), Queue: f.queue, Questions: []api.ModQuestion{}, Actions: []api.ModAction{}}
+	for id, it := range v.items {
+		if id > 0 {
+			m.Questions = append(m.Questions, it.value.(api.ModQuestion))
+		} else {
+			m.Actions = append(m.Actions, it.value.(api.ModAction))
+		}
+	}
+	slices.SortFunc(m.Questions, func(a, b api.ModQuestion) int { return cmp.Compare(a.ID, b.ID) })
+	slices.SortFunc(m.Actions, func(a, b api.ModAction) int { return cmp.Compare(a.Version, b.Version) })
+	return encode(head, m)
+}
+
+// audienceOrder is cabildo.CompareQuestions on the wire type.
+func audienceOrder(a, b api.Question) int {
+	conv := func(q api.Question) *cabildo.Question {
+		c := &cabildo.Question{ID: q.ID, State: cabildo.QuestionState(q.State), Votes: q.Votes}
+		if q.AnsweredAt != nil {
+			c.AnsweredAt = *q.AnsweredAt
+		}
+		return c
+	}
+	return cabildo.CompareQuestions(conv(a), conv(b))
+}

@@ -1,0 +1,228 @@
+// Package townhall holds the town-hall use cases: attendees ask and vote, moderators screen,
+// organizers open and close a session's Q&A. Like every write, each is checked against
+// this node's projection, appended to the log of record, and answered once the projection
+// has applied it. Votes are the exception in one way: they arrive in bursts, so each node
+// group-commits them (votes.go).
+package townhall
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/cabildo/cabildo/internal/cabildo"
+	"github.com/cabildo/cabildo/internal/projection"
+	"github.com/cabildo/cabildo/internal/schedule"
+)
+
+// Log is the log of record as the town hall needs it.
+type Log interface {
+	Append(ctx context.Context, subject string, data []byte, expect *uint64, msgID string) (seq uint64, duplicate bool, err error)
+}
+
+// Options configure a Service.
+type Options struct {
+	// Words flag questions for moderators; default DefaultWords.
+	Words WordLists
+	// MaxBatch bounds the votes one log entry holds; default 1,000.
+	MaxBatch int
+}
+
+// Service runs the town hall's use cases.
+type Service struct {
+	commits *schedule.Service
+	view    *projection.Store
+	screen  *screener
+	votes   *committer
+}
+
+// New returns a Service appending through commits (the shared write path) and log (for the
+// vote batches) and reading view.
+func New(commits *schedule.Service, log Log, view *projection.Store, opts Options) *Service {
+	if opts.Words == nil {
+		opts.Words = DefaultWords()
+	}
+	if opts.MaxBatch <= 0 {
+		opts.MaxBatch = 1000
+	}
+	return &Service{commits: commits, view: view, screen: newScreener(opts.Words),
+		votes: newCommitter(log, opts.MaxBatch)}
+}
+
+// Close stops the vote committer after the batch in flight; votes still queued fail
+// as unavailable, so their clients retry on another node.
+func (s *Service) Close() { s.votes.close() }
+
+// Ask is what an attendee sends.
+type Ask struct {
+	Text string
+	Lang cabildo.Lang // empty: detected, with Hint breaking a tie
+	Hint cabildo.Lang
+	Name string // shown only when not empty
+}
+
+// Asker is the attendee asking or voting.
+type Asker struct {
+	Attendee string
+	Name     string // the token's display name
+}
+
+// Ask stores a question. It is open to anyone with an attendee token while the session's
+// Q&A is open; a moderated session (the default) holds it for a moderator, and so does
+// any flag, even in an unmoderated one.
+func (s *Service) Ask(ctx context.Context, req schedule.Request, event, sessionRef string, in Ask) (schedule.Result, error) {
+	q := cabildo.Question{Text: in.Text, Lang: in.Lang, Name: in.Name}
+	if err := q.NormalizeAsk(); err != nil {
+		return schedule.Result{}, err
+	}
+	if q.Lang == "" {
+		q.Lang = detectLang(q.Text, in.Hint)
+	}
+	q.Attendee = attendee(req)
+	return s.commits.Commit(ctx, req, event, func(st *projection.EventState) (cabildo.Record, uint64, bool, error) {
+		rec := cabildo.Record{Type: cabildo.RecordQuestionAsked, Event: event, Question: &q}
+		if st == nil {
+			return rec, 0, false, errNoEvent(event)
+		}
+		sess, _, err := schedule.FindSession(st, sessionRef)
+		if err != nil {
+			return rec, 0, false, err
+		}
+		q.Session = sess.ID
+		qa := st.QAOf(sess.ID)
+		if qa == nil || !qa.Open {
+			return rec, 0, false, cabildo.Errorf(cabildo.CodeQAClosed, "this session is not taking questions now")
+		}
+		q.Flags = s.screen.flags(q.Text, qa)
+		return rec, schedule.AnyOrder, false, nil
+	})
+}
+
+// attendee is the pseudonymous id in a request's actor ("attendee:<id>").
+func attendee(req schedule.Request) string {
+	const p = "attendee:"
+	if len(req.Actor) > len(p) && req.Actor[:len(p)] == p {
+		return req.Actor[len(p):]
+	}
+	return req.Actor
+}
+
+// Configure opens or closes a session's Q&A and turns pre-moderation on or off.
+func (s *Service) Configure(ctx context.Context, req schedule.Request, event, sessionRef string, set cabildo.QASettings) (schedule.Result, error) {
+	return s.moderationCommit(ctx, req, event, func(st *projection.EventState) (cabildo.Record, uint64, bool, error) {
+		rec := cabildo.Record{Type: cabildo.RecordQAConfigured, Event: event, QASettings: &set}
+		if st == nil {
+			return rec, 0, false, errNoEvent(event)
+		}
+		sess, _, err := schedule.FindSession(st, sessionRef)
+		if err != nil {
+			return rec, 0, false, err
+		}
+		set.Session = sess.ID
+		expect := st.SubjectSeq(cabildo.ModerationSubject(event, sess.ID))
+		if qa := st.QAOf(sess.ID); qa != nil && (set.Open == nil || *set.Open == qa.Open) &&
+			(set.Moderated == nil || *set.Moderated == qa.Moderated) {
+			return rec, qa.Version, true, nil
+		}
+		return rec, expect, false, nil
+	})
+}
+
+// Moderate applies a moderator's action to a question, or undoes their last one
+// (m.Action undo, m.UndoOf optional: when set, it must be that last action).
+func (s *Service) Moderate(ctx context.Context, req schedule.Request, event, sessionRef string, m cabildo.Moderation) (schedule.Result, error) {
+	return s.moderationCommit(ctx, req, event, func(st *projection.EventState) (cabildo.Record, uint64, bool, error) {
+		mm := m
+		rec := cabildo.Record{Type: cabildo.RecordQuestionModerated, Event: event, Moderation: &mm}
+		if st == nil {
+			return rec, 0, false, errNoEvent(event)
+		}
+		sess, _, err := schedule.FindSession(st, sessionRef)
+		if err != nil {
+			return rec, 0, false, err
+		}
+		mm.Session = sess.ID
+		qa := st.QAOf(sess.ID)
+		if qa == nil {
+			if mm.Action == cabildo.ActionUndo {
+				return rec, 0, false, cabildo.Errorf(cabildo.CodeInvalidTransition, "there is nothing of yours left to undo in this session")
+			}
+			return rec, 0, false, cabildo.Errorf(cabildo.CodeNotFound, "question %d does not exist in this session", mm.Question)
+		}
+		if mm.Action == cabildo.ActionUndo && mm.UndoOf == 0 {
+			mm.UndoOf = qa.LastAction(req.Actor)
+		}
+		if err := qa.Check(mm, req.Actor); err != nil {
+			return rec, 0, false, err
+		}
+		return rec, st.SubjectSeq(cabildo.ModerationSubject(event, sess.ID)), false, nil
+	})
+}
+
+// moderationCommit commits a record on a session's moderation subject. Two moderators
+// acting at once conflict on it; the loser's action is checked again against what the
+// winner did and retried, so it fails only if it no longer makes sense.
+func (s *Service) moderationCommit(ctx context.Context, req schedule.Request, event string, build schedule.Builder) (schedule.Result, error) {
+	for attempt := 0; ; attempt++ {
+		res, err := s.commits.Commit(ctx, req, event, build)
+		if err == nil || cabildo.ErrorCode(err) != cabildo.CodeVersionConflict || attempt == 8 {
+			return res, err
+		}
+		// The conflicting record may not have reached this node's projection yet.
+		select {
+		case <-ctx.Done():
+			return res, err
+		case <-time.After(time.Duration(attempt+1) * 5 * time.Millisecond):
+		}
+	}
+}
+
+// Vote casts (up) or withdraws an attendee's vote for a question and returns the log
+// sequence holding it, once this node's projection has applied it. The vote is checked
+// here and applied only if the question still takes votes when its batch reaches the log.
+func (s *Service) Vote(ctx context.Context, event, sessionRef string, question int64, who string, up bool) (uint64, error) {
+	var (
+		op  cabildo.VoteOp
+		err error
+	)
+	found := s.view.Read(event, func(st *projection.EventState) {
+		sess, _, ferr := schedule.FindSession(st, sessionRef)
+		if ferr != nil {
+			err = ferr
+			return
+		}
+		qa := st.QAOf(sess.ID)
+		var q *cabildo.Question
+		if qa != nil {
+			q, _ = qa.Root(question)
+		}
+		switch {
+		case q == nil:
+			err = cabildo.Errorf(cabildo.CodeNotFound, "question %d does not exist in this session", question)
+		case !q.State.Votable():
+			err = cabildo.Errorf(cabildo.CodeInvalidTransition, "a question that is %s takes no votes", q.State)
+		default:
+			op = cabildo.VoteOp{Session: sess.ID, Question: q.ID, Attendee: who, Up: up}
+		}
+	})
+	if !found {
+		return 0, errNoEvent(event)
+	}
+	if err != nil {
+		return 0, err
+	}
+	seq, err := s.votes.submit(ctx, event, op)
+	if err != nil {
+		return 0, err
+	}
+	if err := s.view.WaitFor(ctx, seq); err != nil {
+		return 0, err
+	}
+	return seq, nil
+}
+
+func errNoEvent(event string) error {
+	return cabildo.Errorf(cabildo.CodeNotFound, "event %q does not exist", event)
+}
+
+var errClosed = errors.New("townhall: closed")
