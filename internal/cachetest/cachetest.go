@@ -15,6 +15,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/cabildo/cabildo/internal/cabildo"
+	"github.com/cabildo/cabildo/internal/ratelimit"
 )
 
 // Cache is what the suite exercises: the methods every cache implementation shares.
@@ -24,6 +25,7 @@ type Cache interface {
 	GetRendered(ctx context.Context, key string) ([]byte, bool, error)
 	PutRendered(ctx context.Context, key string, b []byte, ttl time.Duration) error
 	Ping(ctx context.Context) error
+	Allow(ctx context.Context, key string, l ratelimit.Limit) (ratelimit.Decision, error)
 }
 
 // Run runs the suite. newCache is called once per subtest and must return an empty cache
@@ -50,6 +52,10 @@ func Run(t *testing.T, newCache func(t *testing.T) Cache) {
 		{"RenderedBytesAreCopies", testRenderedCopies},
 		{"LargeRendered", testLargeRendered},
 		{"Ping", testPing},
+		{"RateLimitExact", testRateLimitExact},
+		{"RateLimitKeysIndependent", testRateLimitKeys},
+		{"RateLimitRefills", testRateLimitRefills},
+		{"RateLimitConcurrent", testRateLimitConcurrent},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) { tt.run(t, newCache(t)) })
@@ -420,4 +426,79 @@ func randomBytes(n int) []byte {
 	r := rand.NewChaCha8([32]byte{'c', 'a', 'b', 'i', 'l', 'd', 'o'})
 	_, _ = r.Read(b)
 	return b
+}
+
+// allowN sends n events under key and counts the allowed ones; every refusal must say
+// when to retry, within one emission interval.
+func allowN(t *testing.T, c Cache, key string, l ratelimit.Limit, n int) int {
+	t.Helper()
+	allowed := 0
+	for range n {
+		d, err := c.Allow(context.Background(), key, l)
+		if err != nil {
+			t.Fatalf("Allow: %v", err)
+		}
+		switch {
+		case d.Allowed:
+			allowed++
+		case d.RetryAfter <= 0 || d.RetryAfter > l.Per/time.Duration(l.N)+time.Second:
+			t.Fatalf("refused with Retry-After %v, want within one emission interval (%v)", d.RetryAfter, l.Per/time.Duration(l.N))
+		}
+	}
+	return allowed
+}
+
+// A device flooding a 5-per-minute limit gets exactly 5 through.
+func testRateLimitExact(t *testing.T, c Cache) {
+	if got := allowN(t, c, "ask:attendee:flood", ratelimit.Limit{N: 5, Per: time.Minute}, 200); got != 5 {
+		t.Fatalf("allowed %d of 200, want exactly 5", got)
+	}
+}
+
+func testRateLimitKeys(t *testing.T, c Cache) {
+	l := ratelimit.Limit{N: 3, Per: time.Minute}
+	a := allowN(t, c, "vote:attendee:a", l, 10)
+	b := allowN(t, c, "vote:attendee:b", l, 10)
+	if a != 3 || b != 3 {
+		t.Fatalf("allowed %d and %d, want 3 each", a, b)
+	}
+}
+
+func testRateLimitRefills(t *testing.T, c Cache) {
+	l := ratelimit.Limit{N: 2, Per: 400 * time.Millisecond}
+	if got := allowN(t, c, "refill", l, 10); got != 2 {
+		t.Fatalf("allowed %d of the first burst, want 2", got)
+	}
+	time.Sleep(450 * time.Millisecond)
+	if got := allowN(t, c, "refill", l, 10); got != 2 {
+		t.Fatalf("allowed %d after a full refill, want 2", got)
+	}
+}
+
+// Many callers at once (several nodes' requests) still let exactly N through.
+func testRateLimitConcurrent(t *testing.T, c Cache) {
+	l := ratelimit.Limit{N: 20, Per: time.Hour}
+	var (
+		wg      sync.WaitGroup
+		mu      sync.Mutex
+		allowed int
+	)
+	for range 10 {
+		wg.Go(func() {
+			n := 0
+			for range 20 {
+				d, err := c.Allow(context.Background(), "concurrent", l)
+				if err == nil && d.Allowed {
+					n++
+				}
+			}
+			mu.Lock()
+			allowed += n
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	if allowed != 20 {
+		t.Fatalf("allowed %d of 200 concurrent, want exactly 20", allowed)
+	}
 }

@@ -8,6 +8,8 @@ package townhall
 import (
 	"context"
 	"errors"
+	"math/rand/v2"
+	"sync"
 	"time"
 
 	"github.com/cabildo/cabildo/internal/cabildo"
@@ -34,6 +36,7 @@ type Service struct {
 	view    *projection.Store
 	screen  *screener
 	votes   *committer
+	modMu   sync.Mutex // one moderation commit at a time on this node
 }
 
 // New returns a Service appending through commits (the shared write path) and log (for the
@@ -159,20 +162,24 @@ func (s *Service) Moderate(ctx context.Context, req schedule.Request, event, ses
 	})
 }
 
-// moderationCommit commits a record on a session's moderation subject. Two moderators
-// acting at once conflict on it; the loser's action is checked again against what the
-// winner did and retried, so it fails only if it no longer makes sense.
+// moderationCommit commits a record on a session's moderation subject, where each action
+// is checked against the state the one before left. On one node these commits take turns
+// (moderation is a few actions a second); moderators on two nodes can still conflict on
+// the subject, and then the loser's action is checked again against what the winner did
+// and retried, so it fails only if it no longer makes sense.
 func (s *Service) moderationCommit(ctx context.Context, req schedule.Request, event string, build schedule.Builder) (schedule.Result, error) {
+	s.modMu.Lock()
+	defer s.modMu.Unlock()
 	for attempt := 0; ; attempt++ {
 		res, err := s.commits.Commit(ctx, req, event, build)
-		if err == nil || cabildo.ErrorCode(err) != cabildo.CodeVersionConflict || attempt == 8 {
+		if err == nil || cabildo.ErrorCode(err) != cabildo.CodeVersionConflict || attempt == 20 {
 			return res, err
 		}
 		// The conflicting record may not have reached this node's projection yet.
 		select {
 		case <-ctx.Done():
 			return res, err
-		case <-time.After(time.Duration(attempt+1) * 5 * time.Millisecond):
+		case <-time.After(time.Duration(1+rand.IntN(10*(attempt+1))) * time.Millisecond):
 		}
 	}
 }
