@@ -46,7 +46,7 @@ func TestWordListFlags(t *testing.T) {
 		{"Is the minister a liar, or is he corrupto?", []string{"corrupto", "liar"}},
 		{"El portal no sirve para nada", []string{"no sirve"}},
 		{"¿Qué hará contra la corrupción?", nil}, // a word that starts the same is not the word
-		{"Reliable data, please", nil},          // "liar" inside a word does not count
+		{"Reliable data, please", nil},           // "liar" inside a word does not count
 	}
 	for _, tt := range tests {
 		var got []string
