@@ -1,13 +1,16 @@
 package contract
 
 import (
+	"encoding/json"
 	"net/http"
 	"slices"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/cabildo/cabildo/internal/cabildo"
+	"github.com/cabildo/cabildo/pkg/api"
 )
 
 const base = "http://127.0.0.1:8080"
@@ -133,7 +136,8 @@ func TestEnumsMatchDomain(t *testing.T) {
 	}
 	codes := []cabildo.Code{cabildo.CodeInvalidRequest, cabildo.CodeUnknownField, cabildo.CodeValidation,
 		cabildo.CodeNotFound, cabildo.CodeAlreadyExists, cabildo.CodeVersionConflict,
-		cabildo.CodeIdempotencyKeyReused, cabildo.CodeUnauthorized, cabildo.CodeForbidden,
+		cabildo.CodeIdempotencyKeyReused, cabildo.CodeInvalidTransition, cabildo.CodeQAClosed,
+		cabildo.CodeUnauthorized, cabildo.CodeForbidden,
 		cabildo.CodePayloadTooLarge, cabildo.CodeUnsupportedMedia, cabildo.CodeMethodNotAllowed,
 		cabildo.CodeVersionTooOld, cabildo.CodeVersionUnknown, cabildo.CodeRateLimited,
 		cabildo.CodeUnavailable, cabildo.CodeTimeout, cabildo.CodeInternal}
@@ -150,6 +154,16 @@ func TestEnumsMatchDomain(t *testing.T) {
 	for _, c := range changes {
 		changeStrs = append(changeStrs, string(c))
 	}
+	var actions []string
+	for _, a := range cabildo.Actions {
+		actions = append(actions, string(a))
+	}
+	states := []cabildo.QuestionState{cabildo.QuestionPending, cabildo.QuestionApproved, cabildo.QuestionRejected,
+		cabildo.QuestionPinned, cabildo.QuestionAnswered, cabildo.QuestionArchived, cabildo.QuestionMerged}
+	var stateStrs []string
+	for _, s := range states {
+		stateStrs = append(stateStrs, string(s))
+	}
 	tests := []struct {
 		schema string
 		want   []string
@@ -161,6 +175,10 @@ func TestEnumsMatchDomain(t *testing.T) {
 		{"SessionStatus", strs(string(cabildo.StatusScheduled), string(cabildo.StatusCancelled))},
 		{"DayKind", strs(string(cabildo.DayUnconference), string(cabildo.DayConference), string(cabildo.DayWorkshops))},
 		{"Lang", strs(string(cabildo.ES), string(cabildo.EN))},
+		{"QuestionState", strs(stateStrs...)},
+		{"ModerationAction", strs(actions...)},
+		{"ModActionKind", strs(append(actions, string(cabildo.ActionUndo))...)},
+		{"FlagKind", strs(cabildo.FlagWordList, cabildo.FlagNearDuplicate)},
 	}
 	for _, tt := range tests {
 		t.Run(tt.schema, func(t *testing.T) {
@@ -336,6 +354,246 @@ func TestCheckRequest(t *testing.T) {
 		{name: "bad filter", method: "GET", path: "/v1/events/abierta-2025/sessions?day=tomorrow", wantErr: "day"},
 		{name: "bad slug", method: "GET", path: "/v1/events/Abierta_2025/schedule", wantErr: "event"},
 		{name: "no such operation", method: "GET", path: "/v1/events/abierta-2025/tracks/datos", wantErr: "no such operation"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			req, err := http.NewRequest(tt.method, base+tt.path, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for k, vs := range tt.header {
+				req.Header[k] = vs
+			}
+			err = v.CheckRequest(req, []byte(tt.body))
+			switch {
+			case tt.wantErr == "" && err != nil:
+				t.Errorf("CheckRequest() = %v, want nil", err)
+			case tt.wantErr != "" && err == nil:
+				t.Errorf("CheckRequest() = nil, want an error containing %q", tt.wantErr)
+			case tt.wantErr != "" && !strings.Contains(err.Error(), tt.wantErr):
+				t.Errorf("CheckRequest() = %v, want an error containing %q", err, tt.wantErr)
+			}
+		})
+	}
+}
+
+// The town hall's bodies, built from pkg/api's wire types so that the schemas are proven
+// to match the structs the server encodes.
+
+var askedAt = time.Date(2025, 10, 2, 17, 41, 9, 0, time.UTC)
+
+func townHallQuestion(id int64, state string, votes int) api.Question {
+	q := api.Question{ID: id, Session: 12, Text: "¿Cómo se publicarán los datos del presupuesto?", Lang: "es",
+		State: state, Votes: votes, AskedAt: askedAt}
+	if state == "answered" {
+		t := askedAt.Add(20 * time.Minute)
+		q.AnsweredAt = &t
+	}
+	return q
+}
+
+func townHallModQuestion(id int64, state string) api.ModQuestion {
+	q := api.ModQuestion{Question: townHallQuestion(id, state, 3), Attendee: "9b37e4ed-f494-478c-b841-454c7cf79933",
+		Flags: []api.Flag{}, Merged: []int64{}}
+	if state != "pending" {
+		t, w := askedAt.Add(48*time.Second), 48.2
+		q.DecidedAt, q.DecidedBy, q.WaitSeconds = &t, "moderator:lucia", &w
+	}
+	return q
+}
+
+func townHallAction() api.ModAction {
+	return api.ModAction{Version: 5188, Action: "pin", Moderator: "moderator:lucia", At: askedAt.Add(time.Minute), Question: 5120,
+		Effects: []api.Effect{{Question: 5102, From: "pinned", To: "approved"}, {Question: 5120, From: "approved", To: "pinned"}}}
+}
+
+func townHallQueue() api.QueueStats {
+	t := askedAt
+	return api.QueueStats{Pending: 1, OldestPendingAt: &t, Decided: 4, MedianWaitSeconds: 30.5, P90WaitSeconds: 61}
+}
+
+func mustJSON(t *testing.T, v any) string {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+func TestCheckTownHall(t *testing.T) {
+	v := mustLoad(t)
+	jsonCT := http.Header{"Content-Type": {"application/json"}}
+	private := http.Header{"Content-Type": {"application/json"}, "Cache-Control": {"private, no-store"}}
+	const sess = "/v1/events/abierta-2025/sessions/12"
+
+	edited := townHallQuestion(5133, "approved", 12)
+	edited.Edited, edited.Name = true, "María"
+	list := api.QuestionList{Event: "abierta-2025", Session: 12, Version: 5188, Open: true, Moderated: true,
+		Questions: []api.Question{townHallQuestion(5120, "pinned", 37), edited, townHallQuestion(5101, "answered", 50)}}
+	leaky := list
+	leaky.Questions = append(slices.Clone(list.Questions), townHallQuestion(5190, "pending", 0))
+	empty := api.QuestionList{Event: "abierta-2025", Session: 12, Moderated: true, Questions: []api.Question{}}
+	nullList := `{"event":"abierta-2025","session":12,"version":0,"open":false,"moderated":true,"questions":null}`
+
+	merged := townHallQuestion(5190, "merged", 0)
+	merged.MergedInto = 5120
+	mine := api.MyQuestions{Event: "abierta-2025", Session: 12, Version: 5190,
+		Questions: []api.Question{townHallQuestion(5180, "pending", 0), townHallQuestion(5181, "rejected", 0), merged},
+		Voted:     []int64{5120}}
+
+	flagged := townHallModQuestion(5190, "pending")
+	flagged.Flags = []api.Flag{{Kind: "near_duplicate", Similar: 5120, Similarity: 0.82}, {Kind: "word_list", Words: []string{"tonto"}}}
+	editedMod := townHallModQuestion(5133, "approved")
+	editedMod.Edited, editedMod.Original = true, "¿Como se publicaran los datos?"
+	target := townHallModQuestion(5120, "pinned")
+	target.Merged = []int64{5104}
+	moderation := api.Moderation{Event: "abierta-2025", Session: 12, Version: 5190, Open: true, Moderated: true,
+		ServerTime: askedAt.Add(time.Hour), Queue: townHallQueue(),
+		Questions: []api.ModQuestion{target, editedMod, flagged}, Actions: []api.ModAction{townHallAction()}}
+	undone := townHallAction()
+	undone.UndoneBy = 5200
+	undo := api.ModAction{Version: 5200, Action: "undo", Moderator: "moderator:lucia", At: askedAt.Add(2 * time.Minute), Question: 5120,
+		UndoOf: 5188, Effects: []api.Effect{{Question: 5120, From: "pinned", To: "approved"}, {Question: 5102, From: "approved", To: "pinned"}}}
+	edit := api.ModAction{Version: 5201, Action: "edit", Moderator: "moderator:lucia", At: askedAt.Add(3 * time.Minute), Question: 5133,
+		Effects: []api.Effect{{Question: 5133, From: "approved", To: "approved", FromText: "¿Como se publicaran los datos?", ToText: edited.Text}}}
+	result := api.ModerationResult{Action: townHallAction(), Questions: []api.ModQuestion{townHallModQuestion(5102, "approved"), target}}
+	export := api.QuestionExport{Event: "abierta-2025", Session: 12, Title: "Datos abiertos", Version: 5201,
+		ExportedAt: askedAt.Add(2 * time.Hour), Open: false, Moderated: true, Queue: api.QueueStats{},
+		Questions: []api.ModQuestion{target, editedMod, flagged}, Actions: []api.ModAction{undone, undo, edit}}
+	token := api.AttendeeToken{Attendee: "9b37e4ed-f494-478c-b841-454c7cf79933", Name: "María", Token: "eyJhbGciOiJIUzI1NiJ9.e30.c2ln", ExpiresAt: askedAt.Add(7 * 24 * time.Hour)}
+
+	publicQ := http.Header{"Content-Type": {"application/json"}, "Etag": {`"5188-q"`}, "Cache-Control": {"public, max-age=0, must-revalidate"}}
+	asked := http.Header{"Content-Type": {"application/json"}, "Location": {sess + "/questions/mine#5180"}}
+	csvHeader := http.Header{"Content-Type": {"text/csv; charset=utf-8"}, "Cache-Control": {"private, no-store"},
+		"Content-Disposition": {`attachment; filename="abierta-2025-session-12-questions.csv"`}}
+	jsonExport := with(csvHeader, "Content-Type", "application/json")
+	tests := []struct {
+		name, method, path string
+		status             int
+		header             http.Header
+		body               string
+		wantErr            string
+	}{
+		{name: "attendee token", method: "POST", path: "/v1/events/abierta-2025/attendees", status: 201, header: jsonCT, body: mustJSON(t, token)},
+		{name: "anonymous token", method: "POST", path: "/v1/events/abierta-2025/attendees", status: 201, header: jsonCT,
+			body: mustJSON(t, api.AttendeeToken{Attendee: "a", Token: "t", ExpiresAt: askedAt})},
+		{name: "minting limited", method: "POST", path: "/v1/events/abierta-2025/attendees", status: 429,
+			header: problemHeaders("Retry-After", "20"), body: problem(429, "rate_limited")},
+		{name: "public questions", method: "GET", path: sess + "/questions", status: 200, header: publicQ, body: mustJSON(t, list)},
+		{name: "no questions yet", method: "GET", path: sess + "/questions", status: 200, header: publicQ, body: mustJSON(t, empty)},
+		{name: "questions as null", method: "GET", path: sess + "/questions", status: 200, header: publicQ, body: nullList, wantErr: "/questions"},
+		{name: "pending question in public", method: "GET", path: sess + "/questions", status: 200, header: publicQ,
+			body: mustJSON(t, leaky), wantErr: "/questions/3"},
+		{name: "attendee id in public", method: "GET", path: sess + "/questions", status: 200, header: publicQ,
+			body: strings.Replace(mustJSON(t, list), `"votes":37,`, `"votes":37,"attendee":"9b37e4ed-f494-478c-b841-454c7cf79933",`, 1), wantErr: `"attendee" is unsupported`},
+		{name: "questions without ETag", method: "GET", path: sess + "/questions", status: 200,
+			header: with(publicQ, "ETag", ""), body: mustJSON(t, list), wantErr: `"ETag" missing`},
+		{name: "questions not modified", method: "GET", path: sess + "/questions", status: 304,
+			header: http.Header{"Etag": {`"5188-q"`}, "Cache-Control": {"public, max-age=0, must-revalidate"}}},
+		{name: "asked", method: "POST", path: sess + "/questions", status: 201, header: asked, body: mustJSON(t, townHallQuestion(5180, "pending", 0))},
+		{name: "asked without Location", method: "POST", path: sess + "/questions", status: 201, header: jsonCT,
+			body: mustJSON(t, townHallQuestion(5180, "pending", 0)), wantErr: `"Location" missing`},
+		{name: "asking closed", method: "POST", path: sess + "/questions", status: 409, header: problemHeaders(), body: problem(409, "qa_closed")},
+		{name: "asking by session guid", method: "POST", path: "/v1/events/abierta-2025/sessions/3f1c2a9e-8b7d-4c1e-9a2b-5d6e7f8a9b0c/questions",
+			status: 422, header: problemHeaders(), body: problem(422, "idempotency_key_reused")},
+		{name: "asking too often", method: "POST", path: sess + "/questions", status: 429, header: problemHeaders("Retry-After", "12"), body: problem(429, "rate_limited")},
+		{name: "mine", method: "GET", path: sess + "/questions/mine", status: 200, header: private, body: mustJSON(t, mine)},
+		{name: "mine cacheable", method: "GET", path: sess + "/questions/mine", status: 200,
+			header: with(private, "Cache-Control", "public"), body: mustJSON(t, mine), wantErr: "Cache-Control"},
+		{name: "mine with an organizer token", method: "GET", path: sess + "/questions/mine", status: 403, header: problemHeaders(), body: problem(403, "forbidden")},
+		{name: "vote", method: "PUT", path: sess + "/questions/5190/vote", status: 200, header: jsonCT,
+			body: mustJSON(t, api.Vote{Question: 5120, Votes: 38, Voted: true, Version: 5191})},
+		{name: "withdraw", method: "DELETE", path: sess + "/questions/5120/vote", status: 200, header: jsonCT,
+			body: mustJSON(t, api.Vote{Question: 5120, Votes: 37, Voted: false, Version: 5192})},
+		{name: "vote for an answered question", method: "PUT", path: sess + "/questions/5101/vote", status: 409,
+			header: problemHeaders(), body: problem(409, "invalid_transition")},
+		{name: "votes unavailable", method: "PUT", path: sess + "/questions/5101/vote", status: 503,
+			header: problemHeaders("Retry-After", "1"), body: problem(503, "unavailable")},
+		{name: "moderation", method: "GET", path: sess + "/moderation", status: 200, header: private, body: mustJSON(t, moderation)},
+		{name: "moderation of nothing", method: "GET", path: sess + "/moderation", status: 200, header: private,
+			body: mustJSON(t, api.Moderation{Event: "x1", Session: 12, Moderated: true, ServerTime: askedAt, Questions: []api.ModQuestion{}, Actions: []api.ModAction{}})},
+		{name: "moderation with null flags", method: "GET", path: sess + "/moderation", status: 200, header: private,
+			body: strings.Replace(mustJSON(t, moderation), `"flags":[]`, `"flags":null`, 1), wantErr: "/flags"},
+		{name: "moderation with a bad flag", method: "GET", path: sess + "/moderation", status: 200, header: private,
+			body: strings.Replace(mustJSON(t, moderation), `"near_duplicate"`, `"rude"`, 1), wantErr: "/kind"},
+		{name: "action", method: "POST", path: sess + "/questions/5120/actions", status: 200, header: jsonCT, body: mustJSON(t, result)},
+		{name: "impossible action", method: "POST", path: sess + "/questions/5120/actions", status: 409, header: problemHeaders(), body: problem(409, "invalid_transition")},
+		{name: "action lost a race", method: "POST", path: sess + "/questions/5120/actions", status: 409, header: problemHeaders(), body: problem(409, "version_conflict")},
+		{name: "undo", method: "POST", path: sess + "/moderation/undo", status: 200, header: jsonCT,
+			body: mustJSON(t, api.ModerationResult{Action: undo, Questions: []api.ModQuestion{target}})},
+		{name: "undo of nothing", method: "POST", path: sess + "/moderation/undo", status: 409, header: problemHeaders(), body: problem(409, "invalid_transition")},
+		{name: "settings", method: "PUT", path: sess + "/qa", status: 200, header: jsonCT,
+			body: mustJSON(t, api.QASettings{Session: 12, Open: true, Moderated: false, Version: 5300})},
+		{name: "export", method: "GET", path: sess + "/questions/export", status: 200, header: jsonExport, body: mustJSON(t, export)},
+		{name: "export as CSV", method: "GET", path: sess + "/questions/export?format=csv", status: 200, header: csvHeader,
+			body: "\ufeffid,state,text,original_text,lang,name,attendee,votes,asked_at,decided_at,decided_by,wait_seconds,answered_at,merged_into,flags,history\n"},
+		{name: "export inline", method: "GET", path: sess + "/questions/export", status: 200,
+			header: with(jsonExport, "Content-Disposition", "inline"), body: mustJSON(t, export), wantErr: "Content-Disposition"},
+		{name: "export bad format", method: "GET", path: sess + "/questions/export?format=xml", status: 400, header: problemHeaders(), body: problem(400, "invalid_request")},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			req, err := http.NewRequest(tt.method, base+tt.path, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = v.Check(req, tt.status, tt.header, []byte(tt.body))
+			switch {
+			case tt.wantErr == "" && err != nil:
+				t.Errorf("Check() = %v, want nil", err)
+			case tt.wantErr != "" && err == nil:
+				t.Errorf("Check() = nil, want an error containing %q", tt.wantErr)
+			case tt.wantErr != "" && !strings.Contains(err.Error(), tt.wantErr):
+				t.Errorf("Check() = %v, want an error containing %q", err, tt.wantErr)
+			}
+		})
+	}
+}
+
+func TestCheckRequestTownHall(t *testing.T) {
+	v := mustLoad(t)
+	jsonCT := http.Header{"Content-Type": {"application/json"}}
+	const sess = "/v1/events/abierta-2025/sessions/12"
+	tests := []struct {
+		name, method, path string
+		header             http.Header
+		body               string
+		wantErr            string
+	}{
+		{name: "mint without body", method: "POST", path: "/v1/events/abierta-2025/attendees"},
+		{name: "mint with a name", method: "POST", path: "/v1/events/abierta-2025/attendees", header: jsonCT, body: `{"name": "María"}`},
+		{name: "mint with a long name", method: "POST", path: "/v1/events/abierta-2025/attendees", header: jsonCT,
+			body: `{"name": "` + strings.Repeat("ñ", 61) + `"}`, wantErr: "/name"},
+		{name: "ask", method: "POST", path: sess + "/questions", header: with(jsonCT, "Idempotency-Key", "k1"),
+			body: `{"text": "¿Y el presupuesto?", "lang": "es", "anonymous": false, "name": "María"}`},
+		{name: "ask by guid", method: "POST", path: "/v1/events/abierta-2025/sessions/3f1c2a9e-8b7d-4c1e-9a2b-5d6e7f8a9b0c/questions",
+			header: jsonCT, body: `{"text": "¿Y el presupuesto?"}`},
+		{name: "ask too short", method: "POST", path: sess + "/questions", header: jsonCT, body: `{"text": "¿?"}`, wantErr: "/text"},
+		{name: "ask too long", method: "POST", path: sess + "/questions", header: jsonCT,
+			body: `{"text": "` + strings.Repeat("á", 301) + `"}`, wantErr: "/text"},
+		{name: "ask in French", method: "POST", path: sess + "/questions", header: jsonCT, body: `{"text": "Pourquoi?", "lang": "fr"}`, wantErr: "/lang"},
+		{name: "ask with a state", method: "POST", path: sess + "/questions", header: jsonCT,
+			body: `{"text": "¿Y el presupuesto?", "state": "approved"}`, wantErr: `"state" is unsupported`},
+		{name: "vote", method: "PUT", path: sess + "/questions/5120/vote"},
+		{name: "withdraw", method: "DELETE", path: sess + "/questions/5120/vote"},
+		{name: "vote for a word", method: "PUT", path: sess + "/questions/abc/vote", wantErr: "question"},
+		{name: "approve", method: "POST", path: sess + "/questions/5120/actions", header: jsonCT, body: `{"action": "approve"}`},
+		{name: "edit", method: "POST", path: sess + "/questions/5120/actions", header: with(jsonCT, "Idempotency-Key", "m1"),
+			body: `{"action": "edit", "text": "¿Cómo se publicarán los datos?"}`},
+		{name: "merge", method: "POST", path: sess + "/questions/5190/actions", header: jsonCT, body: `{"action": "merge", "into": 5120}`},
+		{name: "undo by action", method: "POST", path: sess + "/questions/5190/actions", header: jsonCT, body: `{"action": "undo"}`, wantErr: "/action"},
+		{name: "unknown action", method: "POST", path: sess + "/questions/5190/actions", header: jsonCT, body: `{"action": "delete"}`, wantErr: "/action"},
+		{name: "undo", method: "POST", path: sess + "/moderation/undo"},
+		{name: "undo of", method: "POST", path: sess + "/moderation/undo", header: jsonCT, body: `{"undo_of": 5188}`},
+		{name: "settings", method: "PUT", path: sess + "/qa", header: jsonCT, body: `{"open": true, "moderated": false}`},
+		{name: "settings as strings", method: "PUT", path: sess + "/qa", header: jsonCT, body: `{"open": "yes"}`, wantErr: "/open"},
+		{name: "export csv", method: "GET", path: sess + "/questions/export?format=csv"},
+		{name: "export xml", method: "GET", path: sess + "/questions/export?format=xml", wantErr: "format"},
+		{name: "moderation", method: "GET", path: sess + "/moderation"},
+		{name: "mine", method: "GET", path: sess + "/questions/mine"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -51,6 +51,7 @@ var (
 		"ErrAlreadySubscribed":    protocol.ErrAlreadySubscribed,
 		"ErrNotSubscribed":        protocol.ErrNotSubscribed,
 		"ErrRateLimited":          protocol.ErrRateLimited,
+		"ErrTokenExpired":         protocol.ErrTokenExpired,
 	}
 	closeCodes = map[string]int{
 		"CloseNormal":       protocol.CloseNormal,
@@ -145,7 +146,7 @@ func TestLoadFrames(t *testing.T) {
 			prefixes = append(prefixes, fs.prefix)
 		}
 		slices.Sort(prefixes)
-		if want := []string{"announcements:", "schedule:"}; !slices.Equal(prefixes, want) {
+		if want := []string{"announcements:", "moderation:", "questions:", "schedule:"}; !slices.Equal(prefixes, want) {
 			t.Errorf("%s messages are for channels %q, want %q", typ, prefixes, want)
 		}
 	}
@@ -637,5 +638,112 @@ func TestInvalidFrames(t *testing.T) {
 		if want, ok := reasons[name]; ok && !strings.Contains(err.Error(), want) {
 			t.Errorf("client %s failed for another reason than %q: %v", name, want, err)
 		}
+	}
+}
+
+const (
+	questionsChannel  = "questions:abierta-2025:12"
+	moderationChannel = "moderation:abierta-2025:12"
+)
+
+// TestTownHallFrames checks the town hall's channels with pkg/api's wire types: what the
+// server sends must validate, and the mistakes the contract exists to catch (a pending
+// question on the public channel, moderation data on it) must not.
+func TestTownHallFrames(t *testing.T) {
+	v := mustLoadFrames(t)
+	at := time.Date(2025, 10, 2, 17, 41, 9, 0, time.UTC)
+	question := func(id int64, state string, votes int) api.Question {
+		return api.Question{ID: id, Session: 12, Text: "¿Cómo se publicarán los datos?", Lang: "es", State: state, Votes: votes, AskedAt: at}
+	}
+	modQuestion := func(id int64, state string) api.ModQuestion {
+		return api.ModQuestion{Question: question(id, state, 0), Attendee: "9b37e4ed-f494-478c-b841-454c7cf79933", Flags: []api.Flag{}, Merged: []int64{}}
+	}
+	list := api.QuestionList{Event: "abierta-2025", Session: 12, Version: 5188, Open: true, Moderated: true,
+		Questions: []api.Question{question(5120, "pinned", 37), question(5133, "approved", 12)}}
+	closed := false
+	flagged := modQuestion(5190, "pending")
+	flagged.Flags = []api.Flag{{Kind: "word_list", Words: []string{"tonto"}}}
+	moderation := api.Moderation{Event: "abierta-2025", Session: 12, Version: 5190, Open: true, Moderated: true,
+		ServerTime: at.Add(time.Hour), Queue: api.QueueStats{Pending: 1, OldestPendingAt: &at},
+		Questions: []api.ModQuestion{modQuestion(5120, "pinned"), flagged},
+		Actions: []api.ModAction{{Version: 5188, Action: "pin", Moderator: "moderator:lucia", At: at, Question: 5120,
+			Effects: []api.Effect{{Question: 5120, From: "approved", To: "pinned"}}}}}
+	reject := api.ModerationUpdate{Questions: []api.ModQuestion{modQuestion(5190, "rejected")},
+		Actions: []api.ModAction{{Version: 5195, Action: "reject", Moderator: "moderator:lucia", At: at, Question: 5190,
+			Effects: []api.Effect{{Question: 5190, From: "pending", To: "rejected"}}}}, Queue: api.QueueStats{Decided: 2, MedianWaitSeconds: 3.5, P90WaitSeconds: 9}}
+
+	qSnapshot := serverFrame(t, protocol.ServerFrame{Type: protocol.TypeSnapshot, Channel: questionsChannel, Version: 5188}, list)
+	qUpdate := serverFrame(t, protocol.ServerFrame{Type: protocol.TypeUpdate, Channel: questionsChannel, Version: 5201, Prev: u64(5188)},
+		api.QuestionsUpdate{Questions: []api.Question{question(5133, "approved", 15)}, Removed: []int64{5120}})
+	mSnapshot := serverFrame(t, protocol.ServerFrame{Type: protocol.TypeSnapshot, Channel: moderationChannel, Version: 5190}, moderation)
+	valid := map[string][]byte{
+		"questions snapshot": qSnapshot,
+		"empty questions": serverFrame(t, protocol.ServerFrame{Type: protocol.TypeSnapshot, Channel: questionsChannel, Version: 1},
+			api.QuestionList{Event: "abierta-2025", Session: 12, Moderated: true, Questions: []api.Question{}}),
+		"questions update": qUpdate,
+		"questions closed": serverFrame(t, protocol.ServerFrame{Type: protocol.TypeUpdate, Channel: questionsChannel, Version: 5240, Prev: u64(5201)},
+			api.QuestionsUpdate{Open: &closed}),
+		"moderation snapshot": mSnapshot,
+		"moderation update":   serverFrame(t, protocol.ServerFrame{Type: protocol.TypeUpdate, Channel: moderationChannel, Version: 5195, Prev: u64(5190)}, reject),
+		"subscribed":          serverFrame(t, protocol.ServerFrame{Type: protocol.TypeSubscribed, ID: 8, Channel: moderationChannel, Version: 5190}, nil),
+		"token expired": serverFrame(t, protocol.ServerFrame{Type: protocol.TypeUnsubscribed, Channel: moderationChannel,
+			Code: protocol.ErrTokenExpired, Message: "your token expired: authenticate again and resubscribe with since"}, nil),
+		"token replaced": serverFrame(t, protocol.ServerFrame{Type: protocol.TypeUnsubscribed, Channel: moderationChannel,
+			Code: protocol.ErrForbidden, Message: "the new token does not allow this channel"}, nil),
+		"subscribe refused": serverFrame(t, protocol.ServerFrame{Type: protocol.TypeError, ID: 8, Channel: moderationChannel,
+			Code: protocol.ErrTokenExpired, Message: "the token has expired: authenticate again"}, nil),
+	}
+	for name, frame := range valid {
+		if err := v.Server(frame); err != nil {
+			t.Errorf("server %s: %v\n%s", name, err, frame)
+		}
+	}
+	for name, frame := range map[string][]byte{
+		"subscribe questions":   frameJSON(t, protocol.ClientFrame{Type: protocol.TypeSubscribe, ID: 2, Channel: questionsChannel}),
+		"resume moderation":     frameJSON(t, protocol.ClientFrame{Type: protocol.TypeSubscribe, Channel: moderationChannel, Since: u64(5190)}),
+		"unsubscribe questions": frameJSON(t, protocol.ClientFrame{Type: protocol.TypeUnsubscribe, Channel: questionsChannel}),
+	} {
+		if err := v.Client(frame); err != nil {
+			t.Errorf("client %s: %v\n%s", name, err, frame)
+		}
+	}
+
+	leaky := list
+	leaky.Questions = append(slices.Clone(list.Questions), question(5190, "pending", 0))
+	invalid := map[string]struct {
+		frame  []byte
+		reason string
+	}{
+		"pending question on the public channel": {serverFrame(t, protocol.ServerFrame{Type: protocol.TypeSnapshot, Channel: questionsChannel, Version: 5190}, leaky), "/data/questions/2"},
+		"rejected question in an update": {serverFrame(t, protocol.ServerFrame{Type: protocol.TypeUpdate, Channel: questionsChannel, Version: 5195, Prev: u64(5190)},
+			api.QuestionsUpdate{Questions: []api.Question{question(5190, "rejected", 0)}}), "/data/questions/0"},
+		"moderation data on the public channel":    {mutateFrame(t, mSnapshot, func(m map[string]any) { m["channel"] = questionsChannel }), "/data"},
+		"questions data on the moderation channel": {mutateFrame(t, qSnapshot, func(m map[string]any) { m["channel"] = moderationChannel }), "/data"},
+		"attendee id on the public channel": {mutateFrame(t, qSnapshot, func(m map[string]any) {
+			m["data"].(map[string]any)["questions"].([]any)[0].(map[string]any)["attendee"] = "9b37e4ed-f494-478c-b841-454c7cf79933"
+		}), "additional properties 'attendee'"},
+		"questions as null": {mutateFrame(t, qSnapshot, func(m map[string]any) { m["data"].(map[string]any)["questions"] = nil }), "/data/questions"},
+		"session by guid": {mutateFrame(t, qSnapshot, func(m map[string]any) {
+			m["channel"] = "questions:abierta-2025:3f1c2a9e-8b7d-4c1e-9a2b-5d6e7f8a9b0c"
+		}), "/channel"},
+		"update without prev": {mutateFrame(t, qUpdate, func(m map[string]any) { delete(m, "prev") }), "missing property 'prev'"},
+		"moderation update without queue": {serverFrame(t, protocol.ServerFrame{Type: protocol.TypeUpdate, Channel: moderationChannel, Version: 5195, Prev: u64(5190)},
+			map[string]any{"questions": reject.Questions}), "missing property 'queue'"},
+		"unknown flag": {mutateFrame(t, mSnapshot, func(m map[string]any) {
+			m["data"].(map[string]any)["questions"].([]any)[1].(map[string]any)["flags"].([]any)[0].(map[string]any)["kind"] = "rude"
+		}), "/kind"},
+		"unsubscribed code without message": {[]byte(`{"type":"unsubscribed","channel":"moderation:abierta-2025:12","code":"token_expired"}`), "message"},
+		"unsubscribed unknown code":         {[]byte(`{"type":"unsubscribed","channel":"moderation:abierta-2025:12","code":"bored","message":"m"}`), "/code"},
+	}
+	for name, tt := range invalid {
+		err := v.Server(tt.frame)
+		if err == nil {
+			t.Errorf("server %s passed:\n%s", name, tt.frame)
+		} else if !strings.Contains(err.Error(), tt.reason) {
+			t.Errorf("server %s failed for another reason than %q: %v", name, tt.reason, err)
+		}
+	}
+	if err := v.Client(frameJSON(t, protocol.ClientFrame{Type: protocol.TypeSubscribe, Channel: "questions:abierta-2025"})); err == nil {
+		t.Error("client subscribe to a questions channel without a session passed")
 	}
 }

@@ -204,7 +204,9 @@ func (s *Service) Vote(ctx context.Context, event, sessionRef string, question i
 			q, _ = qa.Root(question)
 		}
 		switch {
-		case q == nil:
+		case q == nil || !q.State.Public():
+			// A question the audience cannot see does not exist for them: ids are log
+			// positions, and its state is nobody's business but the moderators'.
 			err = cabildo.Errorf(cabildo.CodeNotFound, "question %d does not exist in this session", question)
 		case !q.State.Votable():
 			err = cabildo.Errorf(cabildo.CodeInvalidTransition, "a question that is %s takes no votes", q.State)
