@@ -24,9 +24,11 @@ func loadgen(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return loadgenWS(ctx, args[1:], stdout, stderr)
 	} else if len(args) > 0 && args[0] == "peer" {
 		return loadgenPeer(ctx, args[1:], stdout, stderr)
+	} else if len(args) > 0 && args[0] == "townhall" {
+		return loadgenTownHall(ctx, args[1:], stdout, stderr)
 	}
 	if len(args) == 0 || args[0] != "rest" {
-		return errors.New("usage: cabildo loadgen rest|ws|peer --url URL ... (see cabildo loadgen rest -h, ws -h, peer -h)")
+		return errors.New("usage: cabildo loadgen rest|ws|townhall|peer --url URL ... (see cabildo loadgen rest -h, ws -h, townhall -h, peer -h)")
 	}
 	fs := flag.NewFlagSet("loadgen rest", flag.ContinueOnError)
 	fs.SetOutput(stderr)

@@ -189,7 +189,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 				AskPerAttendee: perMinute(cfg.QA.AsksPerMinute),
 				AskPerIP:       perMinute(cfg.QA.AsksPerIPMinute),
 				VotePerAttend:  perMinute(cfg.QA.VotesPerMinute),
-				VotePerIP:      perMinute(100 * cfg.QA.VotesPerMinute),
+				VotePerIP:      perMinute(cfg.QA.VotesPerIPMinute),
 			}},
 		Ready: func(ctx context.Context) (bool, map[string]string) {
 			checks := map[string]string{"log": "up", "projection": "caught_up", "cache": cc.Name()}

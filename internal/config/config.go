@@ -63,6 +63,7 @@ type QA struct {
 	AsksPerMinute    int           // per attendee
 	AsksPerIPMinute  int           // per client address
 	VotesPerMinute   int           // per attendee
+	VotesPerIPMinute int           // per client address
 	MintsPerIPMinute int           // attendee tokens per client address
 	VoteInterval     time.Duration // vote counts are published at most this often per session
 }
@@ -118,6 +119,7 @@ func LoadServe(args []string, getenv func(string) string, stderr io.Writer) (Ser
 	fs.IntVar(&c.QA.AsksPerMinute, "qa-asks-per-minute", 5, "questions one attendee may ask per minute")
 	fs.IntVar(&c.QA.AsksPerIPMinute, "qa-asks-per-ip-per-minute", 600, "questions one client address may send per minute (venue Wi-Fi is one address)")
 	fs.IntVar(&c.QA.VotesPerMinute, "qa-votes-per-minute", 120, "votes and withdrawals one attendee may send per minute")
+	fs.IntVar(&c.QA.VotesPerIPMinute, "qa-votes-per-ip-per-minute", 60000, "votes one client address may send per minute (a full plenary behind one address)")
 	fs.IntVar(&c.QA.MintsPerIPMinute, "qa-attendees-per-ip-per-minute", 30, "attendee tokens one client address may obtain per minute")
 	fs.DurationVar(&c.QA.VoteInterval, "qa-vote-interval", 250*time.Millisecond, "publish a session's changed vote counts at most this often")
 	fs.DurationVar(&c.ShutdownGrace, "shutdown-grace", 10*time.Second, "how long shutdown waits for in-flight work")
@@ -166,7 +168,7 @@ func (c Serve) validate() error {
 		c.WS.MaxConnsPerIP < 1 || c.WS.QueueBytes < 4<<10 {
 		errs = append(errs, errors.New("--ws-* settings must be positive, the idle timeout longer than the ping interval, the queue at least 4096 bytes"))
 	}
-	if c.QA.AsksPerMinute < 1 || c.QA.AsksPerIPMinute < 1 || c.QA.VotesPerMinute < 1 || c.QA.MintsPerIPMinute < 1 || c.QA.VoteInterval <= 0 {
+	if c.QA.AsksPerMinute < 1 || c.QA.AsksPerIPMinute < 1 || c.QA.VotesPerMinute < 1 || c.QA.VotesPerIPMinute < 1 || c.QA.MintsPerIPMinute < 1 || c.QA.VoteInterval <= 0 {
 		errs = append(errs, errors.New("--qa-* limits and the vote interval must be positive"))
 	}
 	if c.DebugAddr != "" {

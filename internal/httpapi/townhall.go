@@ -43,7 +43,7 @@ type Limits struct {
 	AskPerAttendee ratelimit.Limit // default 5/min
 	AskPerIP       ratelimit.Limit // default 600/min
 	VotePerAttend  ratelimit.Limit // votes and withdrawals per attendee; default 120/min
-	VotePerIP      ratelimit.Limit // default 12,000/min
+	VotePerIP      ratelimit.Limit // default 60,000/min
 }
 
 func (t *TownHall) defaults() {
@@ -56,7 +56,7 @@ func (t *TownHall) defaults() {
 	def(&t.Limits.AskPerAttendee, 5)
 	def(&t.Limits.AskPerIP, 600)
 	def(&t.Limits.VotePerAttend, 120)
-	def(&t.Limits.VotePerIP, 12000)
+	def(&t.Limits.VotePerIP, 60000)
 	if t.AttendeeTTL == 0 {
 		t.AttendeeTTL = 7 * 24 * time.Hour
 	}

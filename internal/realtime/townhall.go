@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"cmp"
 	"encoding/json"
+	"reflect"
 	"slices"
 	"strconv"
 	"sync"
@@ -111,10 +112,14 @@ func (ch *Channels) onTownHall(a projection.Applied) {
 	}
 }
 
-// flushSoon flushes f once VoteInterval has passed since its last flush.
+// flushSoon flushes f once VoteInterval has passed since its last vote flush.
 func (ch *Channels) flushSoon(f *feed) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	ch.scheduleLocked(f)
+}
+
+func (ch *Channels) scheduleLocked(f *feed) {
 	if f.due {
 		return
 	}
@@ -122,6 +127,7 @@ func (ch *Channels) flushSoon(f *feed) {
 	time.AfterFunc(max(0, time.Until(f.flushed.Add(ch.VoteInterval))), func() {
 		f.mu.Lock()
 		defer f.mu.Unlock()
+		f.due = false
 		ch.flushLocked(f)
 	})
 }
@@ -148,9 +154,15 @@ func (ch *Channels) flushLocked(f *feed) {
 }
 
 // advanceLocked brings both views up to the projection and publishes their updates. A
-// view nobody has seen yet just starts at the projection's version.
+// view nobody has seen yet just starts at the projection's version. Changes of vote counts
+// alone wait until VoteInterval has passed since the last vote flush: a question asked or
+// approved goes out at once (with whatever counts changed meanwhile), but a stream of
+// votes is a few updates a second, whatever else happens.
 func (ch *Channels) advanceLocked(f *feed) {
-	f.due, f.flushed = false, time.Now()
+	votesDue := time.Since(f.flushed) >= ch.VoteInterval
+	if votesDue {
+		f.flushed = time.Now()
+	}
 	var (
 		version   uint64
 		open      bool
@@ -168,11 +180,16 @@ func (ch *Channels) advanceLocked(f *feed) {
 		f.queue = render.NewModerator(qa).Queue()
 	})
 	ak, mk := ch.topicKeys(f)
-	if frame, ok := f.audience.advance(KindQuestions, f, version, open, moderated, aud, nil); ok {
+	frame, ok, deferA := f.audience.advance(KindQuestions, f, version, open, moderated, aud, nil, votesDue)
+	if ok {
 		ch.hub.Publish(ak, version, frame)
 	}
-	if frame, ok := f.moderator.advance(KindModeration, f, version, open, moderated, mod, &f.queue); ok {
+	frame, ok, deferM := f.moderator.advance(KindModeration, f, version, open, moderated, mod, &f.queue, votesDue)
+	if ok {
 		ch.hub.Publish(mk, version, frame)
+	}
+	if deferA || deferM {
+		ch.scheduleLocked(f)
 	}
 }
 
@@ -217,22 +234,27 @@ type townHallUpdate struct {
 }
 
 // advance moves the view to version and returns the update frame for what changed, if
-// anything a subscriber would see did.
-func (v *view) advance(kind string, f *feed, version uint64, open, moderated bool, items map[int64]item, queue *api.QueueStats) (Frame, bool) {
+// anything a subscriber would see did. When only vote counts changed and votes are not
+// due, it leaves the view as it is and says so (deferred): the next flush sends them.
+func (v *view) advance(kind string, f *feed, version uint64, open, moderated bool, items map[int64]item,
+	queue *api.QueueStats, votesDue bool) (frame Frame, ok, deferred bool) {
 	if v.items == nil {
 		// Nobody has seen this view yet: it starts here, without an update.
 		*v = view{version: version, open: open, moderated: moderated, items: items}
 		if v.items == nil {
 			v.items = map[int64]item{}
 		}
-		return nil, false
+		return nil, false, false
 	}
 	if version <= v.version {
-		return nil, false
+		return nil, false, false
 	}
 	var up townHallUpdate
+	onlyVotes := open == v.open && moderated == v.moderated
 	for id, it := range items {
-		if old, ok := v.items[id]; !ok || !bytes.Equal(old.json, it.json) {
+		old, ok := v.items[id]
+		if !ok || !bytes.Equal(old.json, it.json) {
+			onlyVotes = onlyVotes && ok && sameButVotes(old.value, it.value)
 			if id < 0 {
 				up.Actions = append(up.Actions, it.json)
 			} else {
@@ -243,6 +265,7 @@ func (v *view) advance(kind string, f *feed, version uint64, open, moderated boo
 	for id := range v.items {
 		if _, ok := items[id]; !ok && id > 0 {
 			up.Removed = append(up.Removed, id)
+			onlyVotes = false
 		}
 	}
 	if open != v.open {
@@ -252,7 +275,10 @@ func (v *view) advance(kind string, f *feed, version uint64, open, moderated boo
 		up.Moderated = &moderated
 	}
 	if len(up.Questions) == 0 && len(up.Actions) == 0 && len(up.Removed) == 0 && up.Open == nil && up.Moderated == nil {
-		return nil, false
+		return nil, false, false
+	}
+	if onlyVotes && !votesDue {
+		return nil, false, true
 	}
 	slices.SortFunc(up.Questions, byID)
 	slices.SortFunc(up.Actions, byID)
@@ -260,13 +286,29 @@ func (v *view) advance(kind string, f *feed, version uint64, open, moderated boo
 	up.Queue = queue
 	prev := v.version
 	name := Channel{Kind: kind, Event: f.event, Session: f.session}.Name()
-	frame := encode(protocol.ServerFrame{Type: protocol.TypeUpdate, Channel: name, Version: version, Prev: &prev}, up)
+	frame = encode(protocol.ServerFrame{Type: protocol.TypeUpdate, Channel: name, Version: version, Prev: &prev}, up)
 	v.version, v.open, v.moderated, v.items = version, open, moderated, items
 	v.ring = append(v.ring, sent{prev: prev, version: version, frame: frame})
 	if len(v.ring) > ringSize {
 		v.ring = slices.Delete(v.ring, 0, len(v.ring)-ringSize)
 	}
-	return frame, true
+	return frame, true, false
+}
+
+// sameButVotes reports whether two renderings of a question differ in their vote count
+// only.
+func sameButVotes(a, b any) bool {
+	switch x := a.(type) {
+	case api.Question:
+		y, ok := b.(api.Question)
+		y.Votes = x.Votes
+		return ok && reflect.DeepEqual(x, y)
+	case api.ModQuestion:
+		y, ok := b.(api.ModQuestion)
+		y.Votes = x.Votes
+		return ok && reflect.DeepEqual(x, y)
+	}
+	return false
 }
 
 // byID orders encoded questions or actions by their id or version, which both start

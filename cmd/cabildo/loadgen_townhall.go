@@ -1,0 +1,527 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cabildo/cabildo/pkg/api"
+	"github.com/cabildo/cabildo/pkg/client"
+)
+
+// townHallResult is the line `cabildo loadgen townhall` prints.
+type townHallResult struct {
+	Scenario          string  `json:"scenario"`
+	Audience          int     `json:"audience_connections"`
+	Connected         int     `json:"connected"`
+	Moderators        int     `json:"moderators"`
+	Questions         int     `json:"questions_asked"`
+	Approved          int     `json:"questions_approved"`
+	AskToModP50ms     float64 `json:"ask_to_moderator_p50_ms"`
+	AskToModP99ms     float64 `json:"ask_to_moderator_p99_ms"`
+	ApproveToAudP50ms float64 `json:"approve_to_audience_p50_ms"`
+	ApproveToAudP99ms float64 `json:"approve_to_audience_p99_ms"`
+	AudienceMissing   int     `json:"approved_questions_missing_on_audience"`
+	VotesSent         int     `json:"votes_sent"`
+	VotesAcked        int     `json:"votes_acked"`
+	VotesPerSecond    float64 `json:"votes_acked_per_second"`
+	VoteAckP50ms      float64 `json:"vote_ack_p50_ms"`
+	VoteAckP99ms      float64 `json:"vote_ack_p99_ms"`
+	VotesLost         int     `json:"votes_lost"`    // acked votes the server's count lacks
+	VotesDoubled      int     `json:"votes_doubled"` // counted beyond the acked votes
+	AudienceWrong     int     `json:"audience_clients_with_wrong_counts"`
+	AudienceUpdates   float64 `json:"audience_updates_per_client"`
+	Gaps              uint64  `json:"gaps"`
+	Duplicates        uint64  `json:"duplicates"`
+	ServerRSSPerConnK float64 `json:"server_rss_per_connection_kib,omitempty"`
+	ServerCPUPercent  float64 `json:"server_cpu_percent,omitempty"`
+}
+
+// loadgenTownHall runs a town hall against one node: an audience of websocket clients on
+// questions:<event>:<session>, moderators on moderation:<event>:<session> approving every
+// question as soon as their console shows it, attendees asking at one rate and voting at
+// another. It reports how long a question takes to reach the moderators' screens and,
+// once approved, the audience's; and whether any acknowledged vote was lost or counted
+// twice, both in the server's count and on every audience screen.
+func loadgenTownHall(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("loadgen townhall", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	base := fs.String("url", "http://127.0.0.1:8080", "node base URL (loopback only)")
+	event := fs.String("event", "ogp-sanjose-2027", "event")
+	modToken := fs.String("moderator-token", "", "moderator token for the event (required)")
+	audience := fs.Int("audience", 5000, "audience websocket connections")
+	mods := fs.Int("moderators", 5, "moderator websocket connections")
+	askRate := fs.Float64("ask-rate", 5, "questions asked per second")
+	voteRate := fs.Float64("vote-rate", 1000, "votes per second")
+	voters := fs.Int("voters", 2000, "attendees who ask and vote (their tokens are minted first)")
+	dur := fs.Duration("duration", 30*time.Second, "how long questions and votes come in")
+	pid := fs.Int("server-pid", 0, "server process id, to read its memory and CPU from /proc (same machine)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	u, err := url.Parse(*base)
+	if err != nil || !isLoopback(u.Hostname()) {
+		return fmt.Errorf("loadgen: --url must point at a loopback address, not %q", *base)
+	}
+	if *modToken == "" || *audience < 1 || *audience > 20000 || *mods < 1 || *mods > 50 || *askRate <= 0 ||
+		*voteRate <= 0 || *voteRate > 20000 || *voters < 1 || *voters > 100000 || *dur <= 0 || *dur > time.Hour {
+		return errors.New("loadgen townhall: need --moderator-token, 1 ≤ --audience ≤ 20000, 1 ≤ --moderators ≤ 50, rates > 0, --vote-rate ≤ 20000")
+	}
+	th := &thLoad{base: *base, event: *event, mod: *modToken, client: &http.Client{Timeout: 15 * time.Second,
+		Transport: &http.Transport{MaxIdleConns: 512, MaxIdleConnsPerHost: 512, IdleConnTimeout: time.Minute}}}
+	if err := th.prepare(ctx); err != nil {
+		return err
+	}
+	tokens, err := th.mintAttendees(ctx, *voters)
+	if err != nil {
+		return err
+	}
+	rss0, _ := procStats(*pid)
+
+	wsURL := "ws" + strings.TrimPrefix(*base, "http") + "/v1/ws"
+	channel := fmt.Sprintf("questions:%s:%d", *event, th.session)
+	modChannel := fmt.Sprintf("moderation:%s:%d", *event, th.session)
+
+	// Moderators: each approves the pending questions whose id falls to it.
+	var (
+		askedAt    sync.Map // question id → time the ask was sent
+		approvedAt sync.Map // question id → time the approve was sent
+		votable    sync.Map // question id → approved (the approve was acknowledged)
+		modSeenMu  sync.Mutex
+		modSeen    []time.Duration
+		approveCh  = make(chan int64, 10000)
+	)
+	seenByMod := make([]map[int64]bool, *mods)
+	var modClients []*client.Client
+	for m := range *mods {
+		seenByMod[m] = map[int64]bool{}
+		c, err := client.Dial(ctx, client.Options{URL: wsURL, Token: *modToken})
+		if err != nil {
+			return fmt.Errorf("moderator %d: %w", m, err)
+		}
+		modClients = append(modClients, c)
+		onData := func(data json.RawMessage) {
+			var d struct {
+				Questions []api.ModQuestion `json:"questions"`
+			}
+			if json.Unmarshal(data, &d) != nil {
+				return
+			}
+			now := time.Now()
+			for _, q := range d.Questions {
+				if seenByMod[m][q.ID] {
+					continue
+				}
+				seenByMod[m][q.ID] = true
+				if t0, ok := askedAt.Load(q.ID); ok {
+					modSeenMu.Lock()
+					modSeen = append(modSeen, now.Sub(t0.(time.Time)))
+					modSeenMu.Unlock()
+				}
+				if q.State == "pending" && int(q.ID)%*mods == m {
+					approveCh <- q.ID
+				}
+			}
+		}
+		if _, err := c.Subscribe(modChannel, "", client.Handler{
+			OnSnapshot: func(_ uint64, data json.RawMessage) { onData(data) },
+			OnUpdate:   func(_, _ uint64, data json.RawMessage) { onData(data) },
+		}); err != nil {
+			return err
+		}
+	}
+	var approvers sync.WaitGroup
+	approveCtx, stopApprove := context.WithCancel(ctx)
+	for range *mods {
+		approvers.Go(func() {
+			for {
+				select {
+				case <-approveCtx.Done():
+					return
+				case id := <-approveCh:
+					approvedAt.Store(id, time.Now())
+					if th.post(approveCtx, fmt.Sprintf("/questions/%d/actions", id), *modToken, `{"action":"approve"}`, nil) == nil {
+						votable.Store(id, true)
+					}
+				}
+			}
+		})
+	}
+
+	// The audience: each client keeps the counts its screen shows and when it first saw
+	// each question.
+	type screen struct {
+		mu     sync.Mutex
+		votes  map[int64]int
+		firstW map[int64]time.Time
+	}
+	screens := make([]*screen, *audience)
+	audClients := make([]*client.Client, *audience)
+	subs := make([]*client.Subscription, *audience)
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 64)
+	tick := time.NewTicker(time.Second / 2000)
+	for i := range *audience {
+		<-tick.C
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			sc := &screen{votes: map[int64]int{}, firstW: map[int64]time.Time{}}
+			screens[i] = sc
+			c, err := client.Dial(ctx, client.Options{URL: wsURL, MinBackoff: 200 * time.Millisecond, MaxBackoff: 5 * time.Second})
+			if err != nil {
+				return
+			}
+			audClients[i] = c
+			apply := func(data json.RawMessage) {
+				var d struct {
+					Questions []api.Question `json:"questions"`
+					Removed   []int64        `json:"removed"`
+				}
+				if json.Unmarshal(data, &d) != nil {
+					return
+				}
+				now := time.Now()
+				sc.mu.Lock()
+				for _, q := range d.Questions {
+					if _, ok := sc.firstW[q.ID]; !ok {
+						sc.firstW[q.ID] = now
+					}
+					sc.votes[q.ID] = q.Votes
+				}
+				for _, id := range d.Removed {
+					delete(sc.votes, id)
+				}
+				sc.mu.Unlock()
+			}
+			s, err := c.Subscribe(channel, "", client.Handler{
+				OnSnapshot: func(_ uint64, data json.RawMessage) {
+					sc.mu.Lock()
+					sc.votes = map[int64]int{}
+					sc.mu.Unlock()
+					apply(data)
+				},
+				OnUpdate: func(_, _ uint64, data json.RawMessage) { apply(data) },
+			})
+			if err == nil {
+				subs[i] = s
+			}
+		})
+	}
+	tick.Stop()
+	wg.Wait()
+	connected := 0
+	deadline := time.Now().Add(60 * time.Second)
+	for i := range *audience {
+		for subs[i] != nil && time.Now().Before(deadline) {
+			if _, ok := subs[i].Last(audClients[i]); ok {
+				connected++
+				break
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	rss1, cpu1 := procStats(*pid)
+	start := time.Now()
+
+	// Asking and voting.
+	runCtx, stopRun := context.WithTimeout(ctx, *dur)
+	var (
+		asked   atomic.Int64
+		votesMu sync.Mutex
+		voteLat []time.Duration
+		sentN   atomic.Int64
+		// acked[q][attendee]: the acked up-votes. Each attendee votes from one worker
+		// only, so its votes are acknowledged in the order they are stored.
+		acked = map[int64]map[int]bool{}
+	)
+	var load sync.WaitGroup
+	load.Go(func() {
+		every := time.Duration(float64(time.Second) / *askRate)
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for i := 0; ; i++ {
+			select {
+			case <-runCtx.Done():
+				return
+			case <-t.C:
+			}
+			who := i % len(tokens)
+			go func() {
+				body := fmt.Sprintf(`{"text":"Pregunta de carga número %d: ¿qué hará el gobierno con los datos abiertos del tema %d?"}`, i, i)
+				t0 := time.Now()
+				var q api.Question
+				if th.post(ctx, "/questions", tokens[who], body, &q) == nil {
+					askedAt.Store(q.ID, t0)
+					asked.Add(1)
+				}
+			}()
+		}
+	})
+	// Vote workers: attendee w, w+workers, w+2·workers... vote from worker w only.
+	workers := max(1, min(256, int(*voteRate/25)))
+	perWorker := time.Duration(float64(time.Second) * float64(workers) / *voteRate)
+	for w := range workers {
+		load.Go(func() {
+			t := time.NewTicker(perWorker)
+			defer t.Stop()
+			rng := rand.New(rand.NewPCG(uint64(w), 42))
+			for {
+				select {
+				case <-runCtx.Done():
+					return
+				case <-t.C:
+				}
+				ids := th.approvedIDs(&votable)
+				if len(ids) == 0 {
+					continue
+				}
+				q := ids[rng.IntN(len(ids))]
+				who := w + workers*rng.IntN(max(1, (len(tokens)-w+workers-1)/workers))
+				if who >= len(tokens) {
+					continue
+				}
+				sentN.Add(1)
+				t0 := time.Now()
+				var v api.Vote
+				if th.put(ctx, fmt.Sprintf("/questions/%d/vote", q), tokens[who], &v) != nil {
+					continue
+				}
+				d := time.Since(t0)
+				votesMu.Lock()
+				voteLat = append(voteLat, d)
+				if acked[v.Question] == nil {
+					acked[v.Question] = map[int]bool{}
+				}
+				acked[v.Question][who] = true
+				votesMu.Unlock()
+			}
+		})
+	}
+	load.Wait()
+	stopRun()
+	elapsed := time.Since(start)
+
+	// Let moderators and screens catch up, then compare.
+	time.Sleep(2 * time.Second)
+	stopApprove()
+	approvers.Wait()
+	final, err := th.publicCounts(ctx)
+	if err != nil {
+		return err
+	}
+	settle := time.Now().Add(10 * time.Second)
+	wrong := 0
+	for {
+		wrong = 0
+		for i, sc := range screens {
+			if sc == nil || subs[i] == nil {
+				continue
+			}
+			sc.mu.Lock()
+			for id, n := range final {
+				if sc.votes[id] != n {
+					wrong++
+					break
+				}
+			}
+			sc.mu.Unlock()
+		}
+		if wrong == 0 || time.Now().After(settle) {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	_, cpu2 := procStats(*pid)
+
+	res := townHallResult{Scenario: fmt.Sprintf("townhall_%d_audience_%g_votes_per_s", *audience, *voteRate),
+		Audience: *audience, Connected: connected, Moderators: *mods, Questions: int(asked.Load()),
+		VotesSent: int(sentN.Load()), VotesAcked: len(voteLat), AudienceWrong: wrong,
+		VotesPerSecond: float64(len(voteLat)) / elapsed.Seconds()}
+	for q, who := range acked {
+		switch got := final[q]; {
+		case got < len(who):
+			res.VotesLost += len(who) - got
+		case got > len(who):
+			res.VotesDoubled += got - len(who)
+		}
+	}
+	var audLat []time.Duration
+	approvedAt.Range(func(k, v any) bool {
+		res.Approved++
+		id := k.(int64)
+		for i, sc := range screens {
+			if sc == nil || subs[i] == nil {
+				continue
+			}
+			sc.mu.Lock()
+			if seen, ok := sc.firstW[id]; ok {
+				audLat = append(audLat, seen.Sub(v.(time.Time)))
+			} else {
+				res.AudienceMissing++
+			}
+			sc.mu.Unlock()
+		}
+		return true
+	})
+	for i, c := range audClients {
+		if c == nil {
+			continue
+		}
+		st := c.Stats()
+		res.Gaps += st.Gaps
+		res.Duplicates += st.Duplicates
+		if subs[i] != nil {
+			res.AudienceUpdates += float64(st.Updates)
+		}
+		c.Close()
+	}
+	if connected > 0 {
+		res.AudienceUpdates /= float64(connected)
+	}
+	for _, c := range modClients {
+		c.Close()
+	}
+	pct := func(lat []time.Duration, p float64) float64 {
+		slices.Sort(lat)
+		return ms(percentile(lat, p))
+	}
+	res.AskToModP50ms, res.AskToModP99ms = pct(modSeen, .5), pct(modSeen, .99)
+	res.ApproveToAudP50ms, res.ApproveToAudP99ms = pct(audLat, .5), pct(audLat, .99)
+	res.VoteAckP50ms, res.VoteAckP99ms = pct(voteLat, .5), pct(voteLat, .99)
+	if connected > 0 && rss1 > rss0 {
+		res.ServerRSSPerConnK = float64(rss1-rss0) / float64(connected)
+	}
+	if cpu2 > cpu1 {
+		res.ServerCPUPercent = 100 * float64(cpu2-cpu1) / float64(time.Since(start).Microseconds())
+	}
+	return json.NewEncoder(stdout).Encode(res)
+}
+
+// thLoad is the REST side of the town-hall load.
+type thLoad struct {
+	client  *http.Client
+	base    string
+	event   string
+	mod     string
+	session int64
+}
+
+func (l *thLoad) url(path string) string {
+	return fmt.Sprintf("%s/v1/events/%s/sessions/%d%s", l.base, l.event, l.session, path)
+}
+
+// prepare finds the event's town hall and opens its Q&A, moderated.
+func (l *thLoad) prepare(ctx context.Context) error {
+	var list api.SessionList
+	if err := l.do(ctx, http.MethodGet, fmt.Sprintf("%s/v1/events/%s/sessions?kind=town_hall", l.base, l.event), "", "", &list); err != nil {
+		return err
+	}
+	if len(list.Sessions) == 0 {
+		return fmt.Errorf("loadgen townhall: event %s has no town_hall session", l.event)
+	}
+	l.session = list.Sessions[0].ID
+	return l.do(ctx, http.MethodPut, l.url("/qa"), l.mod, `{"open":true,"moderated":true}`, nil)
+}
+
+func (l *thLoad) mintAttendees(ctx context.Context, n int) ([]string, error) {
+	tokens := make([]string, n)
+	var (
+		wg   sync.WaitGroup
+		errs atomic.Int64
+	)
+	sem := make(chan struct{}, 32)
+	for i := range n {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			var a api.AttendeeToken
+			if err := l.do(ctx, http.MethodPost, fmt.Sprintf("%s/v1/events/%s/attendees", l.base, l.event), "", "", &a); err != nil {
+				errs.Add(1)
+				return
+			}
+			tokens[i] = a.Token
+		})
+	}
+	wg.Wait()
+	if errs.Load() > 0 {
+		return nil, fmt.Errorf("loadgen townhall: %d of %d attendee tokens refused (raise --qa-attendees-per-ip-per-minute on the server)", errs.Load(), n)
+	}
+	return tokens, nil
+}
+
+func (l *thLoad) post(ctx context.Context, path, tok, body string, out any) error {
+	return l.do(ctx, http.MethodPost, l.url(path), tok, body, out)
+}
+
+func (l *thLoad) put(ctx context.Context, path, tok string, out any) error {
+	return l.do(ctx, http.MethodPut, l.url(path), tok, "", out)
+}
+
+func (l *thLoad) do(ctx context.Context, method, u, tok, body string, out any) error {
+	var rd io.Reader
+	if body != "" {
+		rd = bytes.NewReader([]byte(body))
+	}
+	req, err := http.NewRequestWithContext(ctx, method, u, rd)
+	if err != nil {
+		return err
+	}
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if tok != "" {
+		req.Header.Set("Authorization", "Bearer "+tok)
+	}
+	resp, err := l.client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode >= 300 {
+		return fmt.Errorf("%s %s: %d %s", method, u, resp.StatusCode, b)
+	}
+	if out != nil {
+		return json.Unmarshal(b, out)
+	}
+	return nil
+}
+
+// approvedIDs lists the questions a moderator has approved so far.
+func (l *thLoad) approvedIDs(approved *sync.Map) []int64 {
+	var ids []int64
+	approved.Range(func(k, _ any) bool {
+		ids = append(ids, k.(int64))
+		return true
+	})
+	return ids
+}
+
+// publicCounts reads every public question's vote count.
+func (l *thLoad) publicCounts(ctx context.Context) (map[int64]int, error) {
+	var list api.QuestionList
+	if err := l.do(ctx, http.MethodGet, l.url("/questions"), "", "", &list); err != nil {
+		return nil, err
+	}
+	out := map[int64]int{}
+	for _, q := range list.Questions {
+		out[q.ID] = q.Votes
+	}
+	return out, nil
+}
