@@ -37,6 +37,7 @@ type feed struct {
 	due       bool      // a vote flush is scheduled
 	flushed   time.Time // when the last flush ran
 	dropped   bool      // nobody subscribes any more: a new feed replaces this one
+	idleSince time.Time // when its last subscriber left
 }
 
 // view is what one channel last published.
@@ -137,11 +138,24 @@ func (ch *Channels) topicKeys(f *feed) (audience, moderation string) {
 		Channel{Kind: KindModeration, Event: f.event, Session: f.session}.Key("")
 }
 
-// flushLocked publishes what changed since the feed's last flush. With nobody subscribed
-// to either channel any more the feed is dropped: the next subscriber starts a new one.
+// feedLinger is how long a feed lives on with nobody subscribed, so that a client coming
+// back after a drop or a token renewal resumes with the updates it missed rather than a
+// snapshot.
+const feedLinger = 2 * time.Minute
+
+// flushLocked publishes what changed since the feed's last flush. Once nobody has been
+// subscribed to either channel for feedLinger the feed is dropped: the next subscriber
+// starts a new one.
 func (ch *Channels) flushLocked(f *feed) {
 	ak, mk := ch.topicKeys(f)
-	if !ch.hub.HasTopic(ak) && !ch.hub.HasTopic(mk) {
+	idle := !ch.hub.HasTopic(ak) && !ch.hub.HasTopic(mk)
+	switch {
+	case !idle:
+		f.idleSince = time.Time{}
+	case f.idleSince.IsZero():
+		f.idleSince = time.Now()
+	}
+	if idle && time.Since(f.idleSince) > feedLinger {
 		ch.mu.Lock()
 		if ch.feeds[feedKey(f.event, f.session)] == f {
 			delete(ch.feeds, feedKey(f.event, f.session))

@@ -51,7 +51,10 @@ type Handler struct {
 	OnSnapshot func(version uint64, data json.RawMessage)
 	// OnUpdate delivers one update; prev is the version before it.
 	OnUpdate func(version, prev uint64, data json.RawMessage)
-	// OnError delivers error frames about this subscription.
+	// OnError delivers error frames about this subscription, and the server ending it:
+	// code token_expired when the token that allowed it expired (call SetToken with a
+	// fresh one and the subscription resumes where it stopped), forbidden when a new token
+	// does not allow it.
 	OnError func(code, message string)
 }
 
@@ -88,6 +91,8 @@ type Subscription struct {
 	// last is the last version delivered; has says whether there is one.
 	last uint64
 	has  bool
+	// ended: the server ended it (its token expired); SetToken resumes it.
+	ended bool
 }
 
 // ErrUnauthorized stops the client: the server refused the token, and reconnecting with
@@ -128,8 +133,11 @@ func (c *Client) dial(ctx context.Context) (*websocket.Conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("client: dial %s: %w", c.opts.URL, err)
 	}
-	if c.opts.Token != "" {
-		if err := conn.WriteJSON(protocol.ClientFrame{Type: protocol.TypeAuth, Token: c.opts.Token}); err != nil {
+	c.mu.Lock()
+	tok := c.opts.Token
+	c.mu.Unlock()
+	if tok != "" {
+		if err := conn.WriteJSON(protocol.ClientFrame{Type: protocol.TypeAuth, Token: tok}); err != nil {
 			conn.Close()
 			return nil, fmt.Errorf("client: auth: %w", err)
 		}
@@ -138,7 +146,9 @@ func (c *Client) dial(ctx context.Context) (*websocket.Conn, error) {
 	c.conn = conn
 	var again []*Subscription
 	for _, s := range c.subs {
-		again = append(again, s)
+		if !s.ended {
+			again = append(again, s)
+		}
 	}
 	c.mu.Unlock()
 	// Resubscribe where each subscription left off.
@@ -291,7 +301,47 @@ func (c *Client) dispatch(f protocol.ServerFrame) {
 		if s.h.OnError != nil {
 			s.h.OnError(f.Code, f.Message)
 		}
+	case protocol.TypeUnsubscribed:
+		if f.Code == "" {
+			return // an unsubscribe this client asked for
+		}
+		c.mu.Lock()
+		s.ended = true
+		c.mu.Unlock()
+		if s.h.OnError != nil {
+			s.h.OnError(f.Code, f.Message)
+		}
 	}
+}
+
+// SetToken replaces the client's token: it authenticates the current connection with it
+// (and every later one), then resumes the subscriptions the server ended when the old
+// token expired, each from the last version it delivered.
+func (c *Client) SetToken(tok string) error {
+	c.mu.Lock()
+	c.opts.Token = tok
+	conn := c.conn
+	var ended []*Subscription
+	for _, s := range c.subs {
+		if s.ended {
+			s.ended = false
+			ended = append(ended, s)
+		}
+	}
+	var err error
+	if conn != nil {
+		err = conn.WriteJSON(protocol.ClientFrame{Type: protocol.TypeAuth, ID: c.nextID.Add(1), Token: tok})
+	}
+	c.mu.Unlock()
+	if conn == nil || err != nil {
+		return err // the next connection authenticates and resubscribes
+	}
+	for _, s := range ended {
+		if err := c.sendSubscribe(conn, s); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // Subscribe subscribes to a channel in lang ("es" or "en", "" for the server's default)
