@@ -145,7 +145,7 @@ func TestSDKModeratorTokenRenewal(t *testing.T) {
 	attendee := mintAttendee(t, n)
 	ask := func(i int) int64 {
 		r := n.do(t, req{method: "POST", path: fmt.Sprintf("/v1/events/%s/sessions/%d/questions", demoEvent, session),
-			body: map[string]any{"text": fmt.Sprintf("Pregunta de prueba número %d sobre datos abiertos", i)},
+			body:   map[string]any{"text": fmt.Sprintf("Pregunta de prueba número %d sobre datos abiertos", i)},
 			header: map[string]string{"Authorization": "Bearer " + attendee}})
 		if r.Status != 201 {
 			t.Fatalf("ask: %d %s", r.Status, r.Body)
@@ -198,7 +198,6 @@ func TestSDKModeratorTokenRenewal(t *testing.T) {
 		t.Fatalf("gaps %d, duplicates %d, snapshots %d; want 0, 0, 1 (resumed, not restarted)", st.Gaps, st.Duplicates, snapshots)
 	}
 }
-
 
 // townHallSession is the demo event's town hall.
 func townHallSession(t *testing.T, n *node) int64 {
