@@ -7,10 +7,9 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync"
 	"unicode"
 
-	"golang.org/x/text/runes"
-	"golang.org/x/text/transform"
 	"golang.org/x/text/unicode/norm"
 
 	"github.com/cabildo/cabildo/internal/cabildo"
@@ -63,10 +62,23 @@ func parseWords(b []byte) (WordLists, error) {
 type screener struct {
 	phrases [][]string // each a sequence of folded words
 	words   []string   // the original entries, parallel to phrases
+
+	mu      sync.Mutex
+	indexes map[int64]*stemIndex // per session
+}
+
+// stemIndex maps each word stem to the questions of a session that use it, so a new
+// question is compared with those that share a word, not re-read against all of them:
+// at a town hall with thousands of questions, asking stays as cheap as with ten.
+type stemIndex struct {
+	indexed  int                // questions of qa.Order indexed so far
+	text     map[int64]string   // the text each question was indexed with (edits re-index)
+	stems    map[int64][]string // each question's stems
+	postings map[string][]int64 // stem → questions
 }
 
 func newScreener(w WordLists) *screener {
-	s := &screener{}
+	s := &screener{indexes: map[int64]*stemIndex{}}
 	for _, lang := range cabildo.Langs {
 		for _, entry := range w[lang] {
 			if toks := tokens(entry); len(toks) > 0 {
@@ -100,21 +112,68 @@ func (s *screener) flags(text string, qa *cabildo.QA) []cabildo.Flag {
 		best    int64
 		bestSim float64
 	)
-	for _, id := range qa.Order {
+	s.mu.Lock()
+	ix := s.index(qa)
+	shared := map[int64]int{}
+	for st := range mine {
+		for _, id := range ix.postings[st] {
+			shared[id]++
+		}
+	}
+	for id, n := range shared {
 		q := qa.Questions[id]
 		switch q.State {
 		case cabildo.QuestionRejected, cabildo.QuestionArchived, cabildo.QuestionMerged:
 			continue
 		}
-		if sim := jaccard(mine, stems(tokens(q.Text))); sim >= nearDuplicate && sim > bestSim {
-			best, bestSim = q.ID, sim
+		sim := float64(n) / float64(len(mine)+len(ix.stems[id])-n)
+		if sim >= nearDuplicate && (sim > bestSim || (sim == bestSim && id < best)) {
+			best, bestSim = id, sim
 		}
 	}
+	s.mu.Unlock()
 	if best != 0 {
 		out = append(out, cabildo.Flag{Kind: cabildo.FlagNearDuplicate, Similar: best,
 			Similarity: float64(int(bestSim*100)) / 100})
 	}
 	return out
+}
+
+// index brings the session's stem index up to qa: new questions, and edited texts.
+// Called with s.mu held.
+func (s *screener) index(qa *cabildo.QA) *stemIndex {
+	ix, ok := s.indexes[qa.Session]
+	if !ok || ix.indexed > len(qa.Order) { // a rebuilt projection: start again
+		ix = &stemIndex{text: map[int64]string{}, stems: map[int64][]string{}, postings: map[string][]int64{}}
+		s.indexes[qa.Session] = ix
+	}
+	for _, id := range qa.Order[:ix.indexed] {
+		if q := qa.Questions[id]; q.Text != ix.text[id] {
+			ix.remove(id)
+			ix.add(id, q.Text)
+		}
+	}
+	for _, id := range qa.Order[ix.indexed:] {
+		ix.add(id, qa.Questions[id].Text)
+	}
+	ix.indexed = len(qa.Order)
+	return ix
+}
+
+func (ix *stemIndex) add(id int64, text string) {
+	ix.text[id] = text
+	for st := range stems(tokens(text)) {
+		ix.stems[id] = append(ix.stems[id], st)
+		ix.postings[st] = append(ix.postings[st], id)
+	}
+}
+
+func (ix *stemIndex) remove(id int64) {
+	for _, st := range ix.stems[id] {
+		ix.postings[st] = slices.DeleteFunc(ix.postings[st], func(x int64) bool { return x == id })
+	}
+	delete(ix.stems, id)
+	delete(ix.text, id)
 }
 
 func containsPhrase(toks, p []string) bool {
@@ -126,15 +185,22 @@ func containsPhrase(toks, p []string) bool {
 	return false
 }
 
-// fold lower-cases and strips accents, so "Corrupción" and "corrupcion" match.
-var fold = transform.Chain(norm.NFD, runes.Remove(runes.In(unicode.Mn)), norm.NFC)
+// fold lower-cases and strips accents, so "Corrupción" and "corrupcion" match. It keeps
+// no state between calls (a transform.Chain would, and tokens runs concurrently).
+func fold(text string) string {
+	d := norm.NFD.String(strings.ToLower(text))
+	d = strings.Map(func(r rune) rune {
+		if unicode.Is(unicode.Mn, r) {
+			return -1
+		}
+		return r
+	}, d)
+	return norm.NFC.String(d)
+}
 
 // tokens splits text into folded words.
 func tokens(text string) []string {
-	folded, _, err := transform.String(fold, strings.ToLower(text))
-	if err != nil {
-		folded = strings.ToLower(text)
-	}
+	folded := fold(text)
 	return strings.FieldsFunc(folded, func(r rune) bool { return !unicode.IsLetter(r) && !unicode.IsNumber(r) })
 }
 
@@ -152,19 +218,6 @@ func stems(toks []string) map[string]bool {
 		out[t] = true
 	}
 	return out
-}
-
-func jaccard(a, b map[string]bool) float64 {
-	if len(a) == 0 || len(b) == 0 {
-		return 0
-	}
-	inter := 0
-	for k := range a {
-		if b[k] {
-			inter++
-		}
-	}
-	return float64(inter) / float64(len(a)+len(b)-inter)
 }
 
 // detectLang tells Spanish from English by their commonest words and Spanish's own

@@ -1,6 +1,7 @@
 package townhall
 
 import (
+	"fmt"
 	"slices"
 	"testing"
 	"time"
@@ -88,5 +89,35 @@ func TestDefaultWordsLoad(t *testing.T) {
 	}
 	if _, err := parseWords([]byte(`{"fr": ["merde"]}`)); err == nil {
 		t.Fatal("a list for a language Cabildo does not speak was accepted")
+	}
+}
+
+// An edited question is compared by its new text.
+func TestNearDuplicateFollowsEdits(t *testing.T) {
+	s := newScreener(WordLists{})
+	qa := qaWith("¿Habrá interpretación al inglés en la plenaria?")
+	id := qa.Order[0]
+	probe := "¿Cuándo publicará el gobierno los datos abiertos de contratación?"
+	if fl := s.flags(probe, qa); len(fl) != 0 {
+		t.Fatalf("flagged before the edit: %+v", fl)
+	}
+	qa.Questions[id].Text = "¿Cuándo publica el gobierno datos abiertos de contratación?"
+	if fl := s.flags(probe, qa); len(fl) != 1 || fl[0].Similar != id {
+		t.Fatalf("after the edit: %+v, want a near_duplicate of %d", fl, id)
+	}
+}
+
+// BenchmarkFlags is one ask's screening at a town hall that already has 5,000 questions.
+func BenchmarkFlags(b *testing.B) {
+	texts := make([]string, 5000)
+	for i := range texts {
+		texts[i] = fmt.Sprintf("¿Qué hará el gobierno con el tema %d de datos abiertos y contratación %d?", i, i*7)
+	}
+	qa := qaWith(texts...)
+	s := newScreener(DefaultWords())
+	s.flags("warm the index", qa)
+	b.ResetTimer()
+	for i := range b.N {
+		s.flags(fmt.Sprintf("¿Qué hará el gobierno con los datos abiertos del tema %d?", i), qa)
 	}
 }
