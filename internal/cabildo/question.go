@@ -107,12 +107,16 @@ type Question struct {
 	Flags      []Flag        `json:"flags,omitempty"`
 	AskedAt    time.Time     `json:"asked_at"`
 	DecidedAt  time.Time     `json:"decided_at,omitzero"` // a moderator approved, rejected or merged it: the wait ended
+	DecidedBy  string        `json:"decided_by,omitempty"`
 	AnsweredAt time.Time     `json:"answered_at,omitzero"`
 	// Voters are the attendees who voted for this question itself; Votes counts them
 	// together with the voters of the questions merged into it, each attendee once.
 	Voters map[string]bool `json:"voters,omitempty"`
 	Merged []int64         `json:"merged,omitempty"` // questions merged into this one
 	Votes  int             `json:"-"`
+	// Version is the last log sequence that changed anything about the question, its
+	// count included: what changed since a version is cheap to find.
+	Version uint64 `json:"version"`
 
 	all map[string]bool // Voters ∪ the merged questions' voters
 }
@@ -270,7 +274,7 @@ func (qa *QA) Configure(s QASettings, seq uint64) {
 // Ask adds a question stored at seq. It waits for a moderator when the session is
 // moderated or anything flagged it; otherwise it is published at once.
 func (qa *QA) Ask(q Question, seq uint64, at time.Time) *Question {
-	q.ID, q.Session, q.AskedAt = int64(seq), qa.Session, at
+	q.ID, q.Session, q.AskedAt, q.Version = int64(seq), qa.Session, at, seq
 	q.State, q.Voters, q.Merged, q.MergedInto = QuestionPending, nil, nil, 0
 	if !qa.Moderated && len(q.Flags) == 0 {
 		q.State = QuestionApproved // published unseen: no moderator decided, nothing waited
@@ -303,19 +307,20 @@ func (qa *QA) Vote(op VoteOp, seq uint64) bool {
 		if !q.all[op.Attendee] {
 			return false
 		}
-		qa.withdraw(q, op.Attendee)
+		qa.withdraw(q, op.Attendee, seq)
 	}
 	qa.recount(q)
-	qa.Version = seq
+	q.Version, qa.Version = seq, seq
 	return true
 }
 
-func (qa *QA) withdraw(q *Question, attendee string) {
+func (qa *QA) withdraw(q *Question, attendee string, seq uint64) {
 	delete(q.Voters, attendee)
 	for _, id := range q.Merged {
 		if m, ok := qa.Questions[id]; ok {
-			qa.withdraw(m, attendee)
+			qa.withdraw(m, attendee, seq)
 			qa.recount(m)
+			m.Version = seq
 		}
 	}
 }
@@ -351,7 +356,7 @@ func (qa *QA) Moderate(m Moderation, moderator string, seq uint64, at time.Time)
 		}
 	}
 	for _, e := range effects {
-		qa.effect(e, at)
+		qa.effect(e, at, moderator, seq)
 	}
 	// Votes follow merges both ways.
 	for _, e := range effects {
@@ -359,6 +364,7 @@ func (qa *QA) Moderate(m Moderation, moderator string, seq uint64, at time.Time)
 			for _, id := range []int64{e.FromMerged, e.ToMerged} {
 				if t, ok := qa.Questions[id]; ok {
 					qa.recount(t)
+					t.Version = seq
 				}
 			}
 		}
@@ -368,9 +374,9 @@ func (qa *QA) Moderate(m Moderation, moderator string, seq uint64, at time.Time)
 	return act, nil
 }
 
-func (qa *QA) effect(e Effect, at time.Time) {
+func (qa *QA) effect(e Effect, at time.Time, moderator string, seq uint64) {
 	q := qa.Questions[e.Question]
-	q.State = e.To
+	q.State, q.Version = e.To, seq
 	if e.ToText != e.FromText {
 		if q.Original == "" {
 			q.Original = q.Text
@@ -397,9 +403,9 @@ func (qa *QA) effect(e Effect, at time.Time) {
 	}
 	switch {
 	case e.From == QuestionPending && e.To != QuestionPending:
-		q.DecidedAt = at
+		q.DecidedAt, q.DecidedBy = at, moderator
 	case e.To == QuestionPending: // an undone decision: waiting again
-		q.DecidedAt = time.Time{}
+		q.DecidedAt, q.DecidedBy = time.Time{}, ""
 	}
 	switch {
 	case e.To == QuestionAnswered && e.From != QuestionAnswered:

@@ -37,10 +37,9 @@ func (s *Server) exportQuestions(c *fiber.Ctx) error {
 		if qa == nil {
 			return nil
 		}
-		m := render.NewModerator(qa)
-		body.Version, body.Open, body.Moderated, body.Queue = qa.Version, qa.Open, qa.Moderated, m.Queue()
+		body.Version, body.Open, body.Moderated, body.Queue = qa.Version, qa.Open, qa.Moderated, render.Queue(qa)
 		for _, id := range qa.Order {
-			body.Questions = append(body.Questions, m.Question(qa.Questions[id]))
+			body.Questions = append(body.Questions, render.ModQuestion(qa.Questions[id]))
 		}
 		for _, a := range qa.Actions {
 			body.Actions = append(body.Actions, render.Action(a))

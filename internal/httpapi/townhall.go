@@ -385,14 +385,13 @@ func (s *Server) moderation(c *fiber.Ctx, m cabildo.Moderation) error {
 		if qa == nil {
 			return cabildo.Errorf(cabildo.CodeNotFound, "the action is not on this node yet")
 		}
-		r := render.NewModerator(qa)
 		for _, a := range qa.Actions {
 			if a.Version != res.Seq {
 				continue
 			}
 			body = api.ModerationResult{Action: render.Action(a), Questions: []api.ModQuestion{}}
 			for _, e := range a.Effects {
-				body.Questions = append(body.Questions, r.Question(qa.Questions[e.Question]))
+				body.Questions = append(body.Questions, render.ModQuestion(qa.Questions[e.Question]))
 			}
 			return nil
 		}

@@ -46,6 +46,7 @@ type view struct {
 	open      bool
 	moderated bool
 	items     map[int64]item // questions by id; for moderation also actions, by -version
+	actions   []int64        // the action keys in items
 	ring      []sent         // the last updates, for resumes
 }
 
@@ -167,11 +168,13 @@ func (ch *Channels) flushLocked(f *feed) {
 	ch.advanceLocked(f)
 }
 
-// advanceLocked brings both views up to the projection and publishes their updates. A
-// view nobody has seen yet just starts at the projection's version. Changes of vote counts
-// alone wait until VoteInterval has passed since the last vote flush: a question asked or
-// approved goes out at once (with whatever counts changed meanwhile), but a stream of
-// votes is a few updates a second, whatever else happens.
+// advanceLocked brings both views up to the projection and publishes their updates. Only
+// the questions changed since a view's version are rendered (each question knows the last
+// version that changed it), so a flush costs what changed, not the size of the town hall.
+// A view nobody has seen yet just starts at the projection's version. Changes of vote
+// counts alone wait until VoteInterval has passed since the last vote flush: a question
+// asked or approved goes out at once (with whatever counts changed meanwhile), but a
+// stream of votes is a few updates a second, whatever else happens.
 func (ch *Channels) advanceLocked(f *feed) {
 	votesDue := time.Since(f.flushed) >= ch.VoteInterval
 	if votesDue {
@@ -181,7 +184,7 @@ func (ch *Channels) advanceLocked(f *feed) {
 		version   uint64
 		open      bool
 		moderated = true
-		aud, mod  map[int64]item
+		aud, mod  []change
 	)
 	ch.store.Read(f.event, func(st *projection.EventState) {
 		qa := st.QAOf(f.session)
@@ -190,8 +193,9 @@ func (ch *Channels) advanceLocked(f *feed) {
 			return
 		}
 		version, open, moderated = qa.Version, qa.Open, qa.Moderated
-		aud, mod = audienceItems(qa), moderatorItems(qa)
-		f.queue = render.NewModerator(qa).Queue()
+		aud = audienceChanges(qa, f.audience.base())
+		mod = moderatorChanges(qa, f.moderator.base())
+		f.queue = render.Queue(qa)
 	})
 	ak, mk := ch.topicKeys(f)
 	frame, ok, deferA := f.audience.advance(KindQuestions, f, version, open, moderated, aud, nil, votesDue)
@@ -207,24 +211,50 @@ func (ch *Channels) advanceLocked(f *feed) {
 	}
 }
 
-func audienceItems(qa *cabildo.QA) map[int64]item {
-	out := map[int64]item{}
-	for _, q := range qa.Questions {
-		if q.State.Public() {
-			out[q.ID] = newItem(render.Question(q))
+// change is one item of a view as it is now; it is nil when the item left the view.
+type change struct {
+	id int64 // a question's id, or minus an action's version
+	it *item
+}
+
+// base is the version after which the view needs changes: all of them for a view that
+// has not started.
+func (v *view) base() uint64 {
+	if v.items == nil {
+		return 0
+	}
+	return v.version
+}
+
+func audienceChanges(qa *cabildo.QA, since uint64) []change {
+	var out []change
+	for _, id := range qa.Order {
+		q := qa.Questions[id]
+		switch {
+		case q.Version <= since:
+		case q.State.Public():
+			it := newItem(render.Question(q))
+			out = append(out, change{id, &it})
+		default:
+			out = append(out, change{id: id})
 		}
 	}
 	return out
 }
 
-func moderatorItems(qa *cabildo.QA) map[int64]item {
-	m := render.NewModerator(qa)
-	out := map[int64]item{}
-	for _, q := range qa.Questions {
-		out[q.ID] = newItem(m.Question(q))
+func moderatorChanges(qa *cabildo.QA, since uint64) []change {
+	var out []change
+	for _, id := range qa.Order {
+		if q := qa.Questions[id]; q.Version > since {
+			it := newItem(render.ModQuestion(q))
+			out = append(out, change{id, &it})
+		}
 	}
 	for _, a := range qa.Actions[max(0, len(qa.Actions)-render.MaxModerationActions):] {
-		out[-int64(a.Version)] = newItem(render.Action(a))
+		if a.Version > since || a.UndoneBy > since {
+			it := newItem(render.Action(a))
+			out = append(out, change{-int64(a.Version), &it})
+		}
 	}
 	return out
 }
@@ -250,36 +280,37 @@ type townHallUpdate struct {
 // advance moves the view to version and returns the update frame for what changed, if
 // anything a subscriber would see did. When only vote counts changed and votes are not
 // due, it leaves the view as it is and says so (deferred): the next flush sends them.
-func (v *view) advance(kind string, f *feed, version uint64, open, moderated bool, items map[int64]item,
+func (v *view) advance(kind string, f *feed, version uint64, open, moderated bool, changes []change,
 	queue *api.QueueStats, votesDue bool) (frame Frame, ok, deferred bool) {
 	if v.items == nil {
 		// Nobody has seen this view yet: it starts here, without an update.
-		*v = view{version: version, open: open, moderated: moderated, items: items}
-		if v.items == nil {
-			v.items = map[int64]item{}
-		}
+		*v = view{version: version, open: open, moderated: moderated, items: map[int64]item{}}
+		v.apply(changes)
 		return nil, false, false
 	}
 	if version <= v.version {
 		return nil, false, false
 	}
-	var up townHallUpdate
-	onlyVotes := open == v.open && moderated == v.moderated
-	for id, it := range items {
-		old, ok := v.items[id]
-		if !ok || !bytes.Equal(old.json, it.json) {
-			onlyVotes = onlyVotes && ok && sameButVotes(old.value, it.value)
-			if id < 0 {
-				up.Actions = append(up.Actions, it.json)
-			} else {
-				up.Questions = append(up.Questions, it.json)
+	var (
+		up        townHallUpdate
+		qs, acts  []change
+		onlyVotes = open == v.open && moderated == v.moderated
+	)
+	for _, c := range changes {
+		old, had := v.items[c.id]
+		switch {
+		case c.it == nil:
+			if had {
+				up.Removed = append(up.Removed, c.id)
+				onlyVotes = false
 			}
-		}
-	}
-	for id := range v.items {
-		if _, ok := items[id]; !ok && id > 0 {
-			up.Removed = append(up.Removed, id)
+		case had && bytes.Equal(old.json, c.it.json):
+		case c.id < 0:
+			acts = append(acts, c)
 			onlyVotes = false
+		default:
+			qs = append(qs, c)
+			onlyVotes = onlyVotes && had && sameButVotes(old.value, c.it.value)
 		}
 	}
 	if open != v.open {
@@ -288,25 +319,55 @@ func (v *view) advance(kind string, f *feed, version uint64, open, moderated boo
 	if moderated != v.moderated {
 		up.Moderated = &moderated
 	}
-	if len(up.Questions) == 0 && len(up.Actions) == 0 && len(up.Removed) == 0 && up.Open == nil && up.Moderated == nil {
+	if len(qs) == 0 && len(acts) == 0 && len(up.Removed) == 0 && up.Open == nil && up.Moderated == nil {
 		return nil, false, false
 	}
 	if onlyVotes && !votesDue {
 		return nil, false, true
 	}
-	slices.SortFunc(up.Questions, byID)
-	slices.SortFunc(up.Actions, byID)
+	byKey := func(a, b change) int { return cmp.Compare(a.id, b.id) }
+	slices.SortFunc(qs, byKey)
+	slices.SortFunc(acts, func(a, b change) int { return byKey(b, a) }) // oldest action first
+	for _, c := range qs {
+		up.Questions = append(up.Questions, c.it.json)
+	}
+	for _, c := range acts {
+		up.Actions = append(up.Actions, c.it.json)
+	}
 	slices.Sort(up.Removed)
 	up.Queue = queue
 	prev := v.version
 	name := Channel{Kind: kind, Event: f.event, Session: f.session}.Name()
 	frame = encode(protocol.ServerFrame{Type: protocol.TypeUpdate, Channel: name, Version: version, Prev: &prev}, up)
-	v.version, v.open, v.moderated, v.items = version, open, moderated, items
+	v.version, v.open, v.moderated = version, open, moderated
+	v.apply(changes)
 	v.ring = append(v.ring, sent{prev: prev, version: version, frame: frame})
 	if len(v.ring) > ringSize {
 		v.ring = slices.Delete(v.ring, 0, len(v.ring)-ringSize)
 	}
 	return frame, true, false
+}
+
+// apply puts changes into the view, keeping the most recent moderation actions only.
+func (v *view) apply(changes []change) {
+	for _, c := range changes {
+		_, had := v.items[c.id]
+		if c.it == nil {
+			delete(v.items, c.id)
+			continue
+		}
+		v.items[c.id] = *c.it
+		if c.id < 0 && !had {
+			v.actions = append(v.actions, c.id)
+		}
+	}
+	if over := len(v.actions) - render.MaxModerationActions; over > 0 {
+		slices.SortFunc(v.actions, func(a, b int64) int { return cmp.Compare(b, a) }) // oldest first
+		for _, id := range v.actions[:over] {
+			delete(v.items, id)
+		}
+		v.actions = slices.Delete(v.actions, 0, over)
+	}
 }
 
 // sameButVotes reports whether two renderings of a question differ in their vote count
@@ -323,18 +384,6 @@ func sameButVotes(a, b any) bool {
 		return ok && reflect.DeepEqual(x, y)
 	}
 	return false
-}
-
-// byID orders encoded questions or actions by their id or version, which both start
-// their JSON objects.
-func byID(a, b json.RawMessage) int {
-	var x, y struct {
-		ID      int64  `json:"id"`
-		Version uint64 `json:"version"`
-	}
-	_ = json.Unmarshal(a, &x)
-	_ = json.Unmarshal(b, &y)
-	return cmp.Or(cmp.Compare(x.ID, y.ID), cmp.Compare(x.Version, y.Version))
 }
 
 // since returns the updates after version since, if the view still has all of them.

@@ -34,31 +34,8 @@ func QuestionList(event string, session int64, qa *cabildo.QA) api.QuestionList 
 	return out
 }
 
-// Moderator renders questions and actions for moderators and exports, knowing who decided
-// each question.
-type Moderator struct {
-	qa        *cabildo.QA
-	decidedBy map[int64]string
-}
-
-// NewModerator prepares a session's moderation view.
-func NewModerator(qa *cabildo.QA) Moderator {
-	m := Moderator{qa: qa, decidedBy: map[int64]string{}}
-	for _, a := range qa.Actions {
-		if a.UndoneBy != 0 || a.Action == cabildo.ActionUndo {
-			continue
-		}
-		for _, e := range a.Effects {
-			if e.From == cabildo.QuestionPending && e.To != cabildo.QuestionPending {
-				m.decidedBy[e.Question] = a.Moderator
-			}
-		}
-	}
-	return m
-}
-
-// Question is one question with everything moderators see.
-func (m Moderator) Question(q *cabildo.Question) api.ModQuestion {
+// ModQuestion is one question with everything moderators see.
+func ModQuestion(q *cabildo.Question) api.ModQuestion {
 	out := api.ModQuestion{Question: Question(q), Original: q.Original, Attendee: q.Attendee,
 		Flags: make([]api.Flag, 0, len(q.Flags)), Merged: append([]int64{}, q.Merged...)}
 	for _, f := range q.Flags {
@@ -67,7 +44,7 @@ func (m Moderator) Question(q *cabildo.Question) api.ModQuestion {
 	if !q.DecidedAt.IsZero() {
 		t := q.DecidedAt.UTC()
 		w := t.Sub(q.AskedAt).Seconds()
-		out.DecidedAt, out.WaitSeconds, out.DecidedBy = &t, &w, m.decidedBy[q.ID]
+		out.DecidedAt, out.WaitSeconds, out.DecidedBy = &t, &w, q.DecidedBy
 	}
 	return out
 }
@@ -87,13 +64,13 @@ func Action(a cabildo.ModAction) api.ModAction {
 }
 
 // Queue is how long the session's questions wait for a moderator.
-func (m Moderator) Queue() api.QueueStats {
+func Queue(qa *cabildo.QA) api.QueueStats {
 	var (
 		out   api.QueueStats
 		waits []float64
 	)
-	for _, id := range m.qa.Order {
-		q := m.qa.Questions[id]
+	for _, id := range qa.Order {
+		q := qa.Questions[id]
 		if q.State == cabildo.QuestionPending {
 			out.Pending++
 			if out.OldestPendingAt == nil || q.AskedAt.Before(*out.OldestPendingAt) {
@@ -124,10 +101,9 @@ func Moderation(event string, session int64, qa *cabildo.QA, now time.Time) api.
 	if qa == nil {
 		return out
 	}
-	m := NewModerator(qa)
-	out.Version, out.Open, out.Moderated, out.Queue = qa.Version, qa.Open, qa.Moderated, m.Queue()
+	out.Version, out.Open, out.Moderated, out.Queue = qa.Version, qa.Open, qa.Moderated, Queue(qa)
 	for _, id := range qa.Order {
-		out.Questions = append(out.Questions, m.Question(qa.Questions[id]))
+		out.Questions = append(out.Questions, ModQuestion(qa.Questions[id]))
 	}
 	for _, a := range qa.Actions[max(0, len(qa.Actions)-MaxModerationActions):] {
 		out.Actions = append(out.Actions, Action(a))

@@ -100,23 +100,34 @@ func LoadOrCreateKeyFile(path string) ([]byte, error) {
 	if _, err := rand.Read(key); err != nil {
 		return nil, fmt.Errorf("token: generate key: %w", err)
 	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if errors.Is(err, os.ErrExist) {
-		// Another process created it first; use theirs.
-		return LoadOrCreateKeyFile(path)
-	}
+	// Written whole to a temporary file, then linked into place: the link fails if
+	// another process got there first, and nobody ever reads a half-written key.
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".signing-*.tmp")
 	if err != nil {
 		return nil, fmt.Errorf("token: create key: %w", err)
 	}
-	if _, err := f.WriteString(hex.EncodeToString(key) + "\n"); err != nil {
-		f.Close()
+	defer os.Remove(tmp.Name())
+	if err := tmp.Chmod(0o600); err != nil {
+		tmp.Close()
+		return nil, fmt.Errorf("token: create key: %w", err)
+	}
+	if _, err := tmp.WriteString(hex.EncodeToString(key) + "\n"); err != nil {
+		tmp.Close()
 		return nil, fmt.Errorf("token: write key: %w", err)
 	}
-	if err := f.Sync(); err != nil {
-		f.Close()
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
 		return nil, fmt.Errorf("token: write key: %w", err)
 	}
-	return key, f.Close()
+	if err := tmp.Close(); err != nil {
+		return nil, fmt.Errorf("token: write key: %w", err)
+	}
+	if err := os.Link(tmp.Name(), path); errors.Is(err, os.ErrExist) {
+		return LoadOrCreateKeyFile(path) // another process created it first; use theirs
+	} else if err != nil {
+		return nil, fmt.Errorf("token: create key: %w", err)
+	}
+	return key, nil
 }
 
 // Mint signs a token for one event and role, valid for ttl.
