@@ -94,7 +94,8 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	}
 	defer nc.Close()
 	openCtx, cancelOpen := context.WithTimeout(ctx, 30*time.Second)
-	lg, err := natslog.Open(openCtx, nc, natslog.Config{Replicas: cfg.StreamReplicas, Dedupe: cfg.Dedupe})
+	lg, err := natslog.Open(openCtx, nc, natslog.Config{Replicas: cfg.StreamReplicas, Dedupe: cfg.Dedupe,
+		AppendTimeout: cfg.AppendTimeout})
 	cancelOpen()
 	if err != nil {
 		return err

@@ -36,6 +36,7 @@ type Serve struct {
 	ChangeHistory  int           // programme changes kept per event for GET /changes
 	StreamReplicas int           // JetStream replicas of the log stream
 	Dedupe         time.Duration // JetStream de-duplication window
+	AppendTimeout  time.Duration // how long a write waits for the log to confirm it
 	SnapshotEvery  time.Duration // how often the projection snapshot is written to the cache
 	WS             WS
 	QA             QA
@@ -108,6 +109,7 @@ func LoadServe(args []string, getenv func(string) string, stderr io.Writer) (Ser
 	fs.IntVar(&c.ChangeHistory, "change-history", 100_000, "programme changes kept per event; older ones answer 'reload'")
 	fs.IntVar(&c.StreamReplicas, "stream-replicas", 1, "replicas of the log stream (3 in a NATS cluster)")
 	fs.DurationVar(&c.Dedupe, "dedupe-window", 10*time.Minute, "window in which the log drops a repeated Idempotency-Key")
+	fs.DurationVar(&c.AppendTimeout, "append-timeout", 1500*time.Millisecond, "how long a write waits for the log to confirm it before answering 503 (retry with the same Idempotency-Key)")
 	fs.DurationVar(&c.SnapshotEvery, "snapshot-every", 30*time.Second, "how often to write the projection snapshot to the cache")
 	fs.DurationVar(&c.WS.AuthTimeout, "ws-auth-timeout", protocol.AuthTimeoutSeconds*time.Second, "close a websocket that neither authenticated nor subscribed within this time")
 	fs.DurationVar(&c.WS.PingEvery, "ws-ping", protocol.PingIntervalSeconds*time.Second, "websocket ping interval")
@@ -175,6 +177,9 @@ func (c Serve) validate() error {
 		if _, _, err := net.SplitHostPort(c.DebugAddr); err != nil {
 			errs = append(errs, fmt.Errorf("--debug-addr %q: %w", c.DebugAddr, err))
 		}
+	}
+	if c.AppendTimeout < 100*time.Millisecond || c.AppendTimeout > time.Minute {
+		errs = append(errs, errors.New("--append-timeout must be between 100ms and 1m"))
 	}
 	if c.ChangeHistory < 1 {
 		errs = append(errs, errors.New("--change-history must be at least 1"))

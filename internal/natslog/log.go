@@ -24,7 +24,8 @@ type Config struct {
 	Replicas int           // 1 embedded, 3 in a cluster
 	Dedupe   time.Duration // window in which JetStream drops a repeated message id, default 10m
 	// AppendTimeout bounds one append, so a client hears "unavailable, retry" within
-	// seconds when NATS is gone instead of waiting on its own timeout. Default 3 s.
+	// seconds when NATS is gone instead of waiting on its own timeout. Default 1.5 s: a
+	// durable append takes milliseconds, and a refusal must come within 2 s.
 	AppendTimeout time.Duration
 }
 
@@ -42,7 +43,7 @@ func (c *Config) defaults() {
 		c.Dedupe = 10 * time.Minute
 	}
 	if c.AppendTimeout == 0 {
-		c.AppendTimeout = 3 * time.Second
+		c.AppendTimeout = 1500 * time.Millisecond
 	}
 }
 
@@ -127,6 +128,13 @@ func (l *Log) Append(ctx context.Context, subject string, data []byte, expect *u
 		}
 		if errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamMessageExceedsMaximum {
 			return 0, false, &cabildo.Error{Code: cabildo.CodePayloadTooLarge, Message: "record too large", Err: err}
+		}
+		if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) {
+			// Sent, perhaps stored, but not confirmed: only a retry with the same message
+			// id can tell.
+			return 0, false, &cabildo.Error{Code: cabildo.CodeUnavailable, RetryAfter: 2 * time.Second,
+				Message: "the log of record did not confirm this write in time; it may have been stored: retry with the same Idempotency-Key",
+				Err:     fmt.Errorf("natslog: append %s: %w", full, err)}
 		}
 		return 0, false, unavailable(fmt.Errorf("natslog: append %s: %w", full, err))
 	}

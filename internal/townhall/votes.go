@@ -94,10 +94,28 @@ func (c *committer) run() {
 		}
 		c.mu.Unlock()
 		seq, err := c.append(event, batch)
+		if err != nil {
+			// The log is not taking appends: the votes queued meanwhile would only wait
+			// for the same answer, one timeout later. They get it now.
+			batch = append(batch, c.takeAll()...)
+		}
 		for _, b := range batch {
 			b.done <- result{seq: seq, err: err}
 		}
 	}
+}
+
+// takeAll removes every waiting vote.
+func (c *committer) takeAll() []*ballot {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var all []*ballot
+	for _, event := range c.order {
+		all = append(all, c.pending[event]...)
+		delete(c.pending, event)
+	}
+	c.order = nil
+	return all
 }
 
 func (c *committer) append(event string, batch []*ballot) (uint64, error) {
