@@ -188,11 +188,16 @@ type askIn struct {
 func (s *Server) askQuestion(c *fiber.Ctx) error {
 	th := &s.opts.TownHall
 	claims := claimsOf(c)
-	if err := s.limit(c, "ask:attendee:"+claims.Subject, th.Limits.AskPerAttendee, "questions from you"); err != nil {
-		return err
-	}
-	if err := s.limit(c, "ask:ip:"+c.IP(), th.Limits.AskPerIP, "questions from this address"); err != nil {
-		return err
+	// A retry of a question already stored is answered with it, whatever the limits: it
+	// asks nothing new.
+	key := c.Get("Idempotency-Key")
+	if _, replay := s.opts.Store.Idempotent(c.Params("event"), claims.Subject+"/"+key); key == "" || !replay {
+		if err := s.limit(c, "ask:attendee:"+claims.Subject, th.Limits.AskPerAttendee, "questions from you"); err != nil {
+			return err
+		}
+		if err := s.limit(c, "ask:ip:"+c.IP(), th.Limits.AskPerIP, "questions from this address"); err != nil {
+			return err
+		}
 	}
 	var in askIn
 	if err := decodeBody(c, &in); err != nil {
@@ -390,8 +395,19 @@ func (s *Server) moderation(c *fiber.Ctx, m cabildo.Moderation) error {
 				continue
 			}
 			body = api.ModerationResult{Action: render.Action(a), Questions: []api.ModQuestion{}}
+			seen := map[int64]bool{}
+			add := func(id int64) {
+				if q, ok := qa.Questions[id]; ok && !seen[id] {
+					seen[id] = true
+					body.Questions = append(body.Questions, render.ModQuestion(q))
+				}
+			}
 			for _, e := range a.Effects {
-				body.Questions = append(body.Questions, render.ModQuestion(qa.Questions[e.Question]))
+				add(e.Question)
+				if e.FromMerged != e.ToMerged { // a merge or its undo changes the target's votes too
+					add(e.FromMerged)
+					add(e.ToMerged)
+				}
 			}
 			return nil
 		}
