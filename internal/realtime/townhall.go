@@ -431,7 +431,8 @@ func (ch *Channels) subscribeTownHall(c *Client, chn Channel, since *uint64, id 
 
 func (ch *Channels) subscribeLocked(f *feed, c *Client, chn Channel, since *uint64, id uint64) error {
 	// Bring the views up to now (publishing to whoever is subscribed already), so the
-	// new subscriber starts where everyone else is.
+	// new subscriber starts where everyone else is. Its linger starts again when it leaves.
+	f.idleSince = time.Time{}
 	ch.advanceLocked(f)
 	v := &f.audience
 	if chn.Kind == KindModeration {

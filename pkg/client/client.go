@@ -298,6 +298,14 @@ func (c *Client) dispatch(f protocol.ServerFrame) {
 			s.h.OnUpdate(f.Version, prev, f.Data)
 		}
 	case protocol.TypeError:
+		switch f.Code {
+		case protocol.ErrUnauthorized, protocol.ErrTokenExpired, protocol.ErrForbidden:
+			// The server refused the (re)subscribe for the token in force: like a
+			// subscription it ended, it waits for SetToken to resume it.
+			c.mu.Lock()
+			s.ended = true
+			c.mu.Unlock()
+		}
 		if s.h.OnError != nil {
 			s.h.OnError(f.Code, f.Message)
 		}
