@@ -22,6 +22,16 @@ const (
 	RecordVotesCast          RecordType = "votes.cast"
 )
 
+// TownHall reports whether a record belongs to a session's town hall rather than to the
+// programme: it changes neither the schedule's version nor its history.
+func (t RecordType) TownHall() bool {
+	switch t {
+	case RecordQAConfigured, RecordQuestionAsked, RecordQuestionModerated, RecordVotesCast:
+		return true
+	}
+	return false
+}
+
 // Record is one domain event: the unit appended to the log of record. Records carry the
 // whole new state of what they change, so applying one never depends on anything but the
 // state the log itself built; the projection derives typed changes by comparing.

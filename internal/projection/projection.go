@@ -246,6 +246,14 @@ func (s *Store) apply(seq uint64, subject string, at time.Time, rec cabildo.Reco
 	if !ok && rec.Type != cabildo.RecordEventPut {
 		return nil, fmt.Errorf("event %q does not exist", rec.Event)
 	}
+	if rec.Type.TownHall() {
+		if err := applyTownHall(st, seq, at, rec); err != nil {
+			return nil, err
+		}
+		s.remember(rec, seq, subject, at)
+		// Not a programme change: the schedule's version and history stay as they are.
+		return nil, nil
+	}
 	meta := Meta{Version: seq, Updated: at}
 	var changes []cabildo.Change
 	entity := func(kind, id string) {
@@ -308,18 +316,8 @@ func (s *Store) apply(seq uint64, subject string, at time.Time, rec cabildo.Reco
 		a.ID, a.At = int64(seq), at
 		st.Announcements = append(st.Announcements, a)
 		st.AnnouncementsVersion = seq
-		if rec.IdempotencyKey != "" {
-			s.idem[rec.Event+"\x00"+rec.IdempotencyKey] = Idempotent{Seq: seq, RequestHash: rec.RequestHash, Subject: subject, At: at}
-		}
+		s.remember(rec, seq, subject, at)
 		// Not a programme change: the schedule's version and history stay as they are.
-		return nil, nil
-	case cabildo.RecordQAConfigured, cabildo.RecordQuestionAsked, cabildo.RecordQuestionModerated, cabildo.RecordVotesCast:
-		if err := applyTownHall(st, seq, at, rec); err != nil {
-			return nil, err
-		}
-		if rec.IdempotencyKey != "" {
-			s.idem[rec.Event+"\x00"+rec.IdempotencyKey] = Idempotent{Seq: seq, RequestHash: rec.RequestHash, Subject: subject, At: at}
-		}
 		return nil, nil
 	default:
 		return nil, fmt.Errorf("unknown record type %q", rec.Type)
@@ -339,8 +337,14 @@ func (s *Store) apply(seq uint64, subject string, at time.Time, rec cabildo.Reco
 		st.Horizon = cut
 		st.Changes = append([]cabildo.Change(nil), st.Changes[i:]...)
 	}
+	s.remember(rec, seq, subject, at)
+	return changes, nil
+}
+
+// remember records what a write made with an Idempotency-Key did, so a retry long after
+// the log's own de-duplication window gets the same answer.
+func (s *Store) remember(rec cabildo.Record, seq uint64, subject string, at time.Time) {
 	if rec.IdempotencyKey != "" {
 		s.idem[rec.Event+"\x00"+rec.IdempotencyKey] = Idempotent{Seq: seq, RequestHash: rec.RequestHash, Subject: subject, At: at}
 	}
-	return changes, nil
 }

@@ -134,8 +134,7 @@ func topicKey(channel string, lang cabildo.Lang) string { return channel + "|" +
 // OnApply publishes what one log entry changed. It runs on the projection's consuming
 // goroutine, after the entry is applied, so Publish follows the projection's order.
 func (ch *Channels) OnApply(a projection.Applied) {
-	switch a.Record.Type {
-	case cabildo.RecordQAConfigured, cabildo.RecordQuestionAsked, cabildo.RecordQuestionModerated, cabildo.RecordVotesCast:
+	if a.Record.Type.TownHall() {
 		ch.onTownHall(a)
 		return
 	}

@@ -35,7 +35,7 @@ type feed struct {
 	moderator view
 	queue     api.QueueStats
 	due       bool      // a vote flush is scheduled
-	flushed   time.Time // when the last flush ran
+	flushed   time.Time // when vote counts last went out
 	dropped   bool      // nobody subscribes any more: a new feed replaces this one
 	idleSince time.Time // when its last subscriber left
 }
