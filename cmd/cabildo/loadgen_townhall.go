@@ -34,6 +34,8 @@ type townHallResult struct {
 	ApproveToAudP50ms float64 `json:"approve_to_audience_p50_ms"`
 	ApproveToAudP99ms float64 `json:"approve_to_audience_p99_ms"`
 	AudienceMissing   int     `json:"approved_questions_missing_on_audience"`
+	VotesOffered      int     `json:"votes_offered"`
+	VotesShed         int     `json:"votes_shed"` // due while too many were unanswered: not sent
 	VotesSent         int     `json:"votes_sent"`
 	VotesAcked        int     `json:"votes_acked"`
 	VotesPerSecond    float64 `json:"votes_acked_per_second"`
@@ -188,6 +190,7 @@ func loadgenTownHall(ctx context.Context, args []string, stdout, stderr io.Write
 			apply := func(data json.RawMessage) {
 				var d struct {
 					Questions []api.Question `json:"questions"`
+					Votes     map[int64]int  `json:"votes"`
 					Removed   []int64        `json:"removed"`
 				}
 				if json.Unmarshal(data, &d) != nil {
@@ -200,6 +203,9 @@ func loadgenTownHall(ctx context.Context, args []string, stdout, stderr io.Write
 						sc.firstW[q.ID] = now
 					}
 					sc.votes[q.ID] = q.Votes
+				}
+				for id, n := range d.Votes {
+					sc.votes[id] = n
 				}
 				for _, id := range d.Removed {
 					delete(sc.votes, id)
@@ -243,8 +249,8 @@ func loadgenTownHall(ctx context.Context, args []string, stdout, stderr io.Write
 		votesMu sync.Mutex
 		voteLat []time.Duration
 		sentN   atomic.Int64
-		// acked[q][attendee]: the acked up-votes. Each attendee votes from one worker
-		// only, so its votes are acknowledged in the order they are stored.
+		// acked[q][attendee]: the acked votes. All are up-votes (PUT), so however they
+		// interleave, each attendee counts once for each question it voted for.
 		acked = map[int64]map[int]bool{}
 	)
 	var load sync.WaitGroup
@@ -270,46 +276,59 @@ func loadgenTownHall(ctx context.Context, args []string, stdout, stderr io.Write
 			}()
 		}
 	})
-	// Vote workers: attendee w, w+workers, w+2·workers... vote from worker w only.
-	workers := max(1, min(256, int(*voteRate/25)))
-	perWorker := time.Duration(float64(time.Second) * float64(workers) / *voteRate)
-	for w := range workers {
-		load.Go(func() {
-			t := time.NewTicker(perWorker)
-			defer t.Stop()
-			rng := rand.New(rand.NewPCG(uint64(w), 42))
-			for {
-				select {
-				case <-runCtx.Done():
-					return
-				case <-t.C:
-				}
+	// Votes: offered at the rate whatever the server answers (an open loop, so a slow
+	// server shows as latency and shed votes, not as a lower offered rate), each from a
+	// random attendee for a random approved question. At most maxInFlight wait for an
+	// answer; a vote due when that many are out is shed and counted, not sent late.
+	const maxInFlight = 2048
+	inflight := make(chan struct{}, maxInFlight)
+	var shed atomic.Int64
+	load.Go(func() {
+		const tick = 10 * time.Millisecond
+		t := time.NewTicker(tick)
+		defer t.Stop()
+		rng := rand.New(rand.NewPCG(7, 42))
+		t0, due := time.Now(), 0
+		for {
+			select {
+			case <-runCtx.Done():
+				return
+			case now := <-t.C:
+				n := int(now.Sub(t0).Seconds()**voteRate) - due
+				due += n
 				ids := th.approvedIDs(&votable)
 				if len(ids) == 0 {
 					continue
 				}
-				q := ids[rng.IntN(len(ids))]
-				who := w + workers*rng.IntN(max(1, (len(tokens)-w+workers-1)/workers))
-				if who >= len(tokens) {
-					continue
+				for range n {
+					q, who := ids[rng.IntN(len(ids))], rng.IntN(len(tokens))
+					select {
+					case inflight <- struct{}{}:
+					default:
+						shed.Add(1)
+						continue
+					}
+					sentN.Add(1)
+					load.Go(func() {
+						defer func() { <-inflight }()
+						t0 := time.Now()
+						var v api.Vote
+						if th.put(ctx, fmt.Sprintf("/questions/%d/vote", q), tokens[who], &v) != nil {
+							return
+						}
+						d := time.Since(t0)
+						votesMu.Lock()
+						defer votesMu.Unlock()
+						voteLat = append(voteLat, d)
+						if acked[v.Question] == nil {
+							acked[v.Question] = map[int]bool{}
+						}
+						acked[v.Question][who] = true
+					})
 				}
-				sentN.Add(1)
-				t0 := time.Now()
-				var v api.Vote
-				if th.put(ctx, fmt.Sprintf("/questions/%d/vote", q), tokens[who], &v) != nil {
-					continue
-				}
-				d := time.Since(t0)
-				votesMu.Lock()
-				voteLat = append(voteLat, d)
-				if acked[v.Question] == nil {
-					acked[v.Question] = map[int]bool{}
-				}
-				acked[v.Question][who] = true
-				votesMu.Unlock()
 			}
-		})
-	}
+		}
+	})
 	load.Wait()
 	stopRun()
 	elapsed := time.Since(start)
@@ -348,6 +367,7 @@ func loadgenTownHall(ctx context.Context, args []string, stdout, stderr io.Write
 
 	res := townHallResult{Scenario: fmt.Sprintf("townhall_%d_audience_%g_votes_per_s", *audience, *voteRate),
 		Audience: *audience, Connected: connected, Moderators: *mods, Questions: int(asked.Load()),
+		VotesOffered: int(sentN.Load() + shed.Load()), VotesShed: int(shed.Load()),
 		VotesSent: int(sentN.Load()), VotesAcked: len(voteLat), AudienceWrong: wrong,
 		VotesPerSecond: float64(len(voteLat)) / elapsed.Seconds()}
 	for q, who := range acked {

@@ -292,6 +292,14 @@ func (x *thfWatcher) frame(f protocol.ServerFrame) {
 		for _, q := range up.Questions {
 			x.public[q.ID] = q
 		}
+		for id, n := range up.Votes {
+			q, ok := x.public[id]
+			if !ok {
+				x.broken = append(x.broken, fmt.Sprintf("update %d counts votes of question %d, which the client does not have", f.Version, id))
+			}
+			q.Votes = n
+			x.public[id] = q
+		}
 		for _, id := range up.Removed {
 			delete(x.public, id)
 		}

@@ -681,6 +681,10 @@ func TestTownHallFrames(t *testing.T) {
 		"empty questions": serverFrame(t, protocol.ServerFrame{Type: protocol.TypeSnapshot, Channel: questionsChannel, Version: 1},
 			api.QuestionList{Event: "abierta-2025", Session: 12, Moderated: true, Questions: []api.Question{}}),
 		"questions update": qUpdate,
+		"vote counts": serverFrame(t, protocol.ServerFrame{Type: protocol.TypeUpdate, Channel: questionsChannel, Version: 5202, Prev: u64(5201)},
+			api.QuestionsUpdate{Votes: map[int64]int{5133: 16, 5141: 0}}),
+		"moderation vote counts": serverFrame(t, protocol.ServerFrame{Type: protocol.TypeUpdate, Channel: moderationChannel, Version: 5196, Prev: u64(5195)},
+			api.ModerationUpdate{Votes: map[int64]int{5133: 16}, Queue: reject.Queue}),
 		"questions closed": serverFrame(t, protocol.ServerFrame{Type: protocol.TypeUpdate, Channel: questionsChannel, Version: 5240, Prev: u64(5201)},
 			api.QuestionsUpdate{Open: &closed}),
 		"moderation snapshot": mSnapshot,
@@ -729,6 +733,11 @@ func TestTownHallFrames(t *testing.T) {
 		"update without prev": {mutateFrame(t, qUpdate, func(m map[string]any) { delete(m, "prev") }), "missing property 'prev'"},
 		"moderation update without queue": {serverFrame(t, protocol.ServerFrame{Type: protocol.TypeUpdate, Channel: moderationChannel, Version: 5195, Prev: u64(5190)},
 			map[string]any{"questions": reject.Questions}), "missing property 'queue'"},
+		"vote count keyed by guid": {[]byte(`{"type":"update","channel":"questions:abierta-2025:12","version":5202,"prev":5201,` +
+			`"data":{"votes":{"3f1c2a9e-8b7d-4c1e-9a2b-5d6e7f8a9b0c":3}}}`), "does not match pattern"},
+		"negative vote count": {[]byte(`{"type":"update","channel":"questions:abierta-2025:12","version":5202,"prev":5201,` +
+			`"data":{"votes":{"5133":-1}}}`), "/data/votes/5133"},
+		"empty vote counts": {[]byte(`{"type":"update","channel":"questions:abierta-2025:12","version":5202,"prev":5201,"data":{"votes":{}}}`), "/data/votes"},
 		"unknown flag": {mutateFrame(t, mSnapshot, func(m map[string]any) {
 			m["data"].(map[string]any)["questions"].([]any)[1].(map[string]any)["flags"].([]any)[0].(map[string]any)["kind"] = "rude"
 		}), "/kind"},

@@ -20,12 +20,14 @@ import (
 // A town-hall feed serves one session's two channels, questions:<event>:<session> (the
 // audience: public questions only) and moderation:<event>:<session> (everything). Each
 // keeps the view it last published. A flush compares the projection with it and publishes
-// what differs, whole questions, as one update chained by prev; a subscriber's snapshot is
-// rendered from that same view, so its version and the next update's prev always meet.
+// what differs as one update chained by prev: questions whole, or just their counts when
+// nothing else changed. A subscriber's snapshot is rendered from that same view, so its
+// version and the next update's prev always meet.
 //
 // Votes change counts many times a second: they only mark the feed due, and it flushes at
 // most every VoteInterval, so a burst of a thousand votes is one update per channel. Any
-// other change (a question asked, approved, pinned...) flushes at once.
+// other change (a question asked, approved, pinned...) flushes at once, taking the counts
+// changed meanwhile with it.
 type feed struct {
 	event   string
 	session int64
@@ -177,9 +179,6 @@ func (ch *Channels) flushLocked(f *feed) {
 // stream of votes is a few updates a second, whatever else happens.
 func (ch *Channels) advanceLocked(f *feed) {
 	votesDue := time.Since(f.flushed) >= ch.VoteInterval
-	if votesDue {
-		f.flushed = time.Now()
-	}
 	var (
 		version   uint64
 		open      bool
@@ -198,17 +197,30 @@ func (ch *Channels) advanceLocked(f *feed) {
 		f.queue = render.Queue(qa)
 	})
 	ak, mk := ch.topicKeys(f)
-	frame, ok, deferA := f.audience.advance(KindQuestions, f, version, open, moderated, aud, nil, votesDue)
-	if ok {
-		ch.hub.Publish(ak, version, frame)
+	a := f.audience.advance(KindQuestions, f, version, open, moderated, aud, nil, votesDue)
+	if a.frame != nil {
+		ch.hub.Publish(ak, version, a.frame)
 	}
-	frame, ok, deferM := f.moderator.advance(KindModeration, f, version, open, moderated, mod, &f.queue, votesDue)
-	if ok {
-		ch.hub.Publish(mk, version, frame)
+	m := f.moderator.advance(KindModeration, f, version, open, moderated, mod, &f.queue, votesDue)
+	if m.frame != nil {
+		ch.hub.Publish(mk, version, m.frame)
 	}
-	if deferA || deferM {
+	// Counts that went out with a question approved or asked restart the interval: the
+	// next update of counts alone waits VoteInterval from there, so an audience gets a few
+	// updates a second in all, not a few of counts plus one per question.
+	if a.votes || m.votes {
+		f.flushed = time.Now()
+	}
+	if a.deferred || m.deferred {
 		ch.scheduleLocked(f)
 	}
+}
+
+// advanced is what a view's advance did.
+type advanced struct {
+	frame    Frame // the update to publish; nil when subscribers would see nothing new
+	votes    bool  // the update carries changed vote counts
+	deferred bool  // only vote counts changed, and they wait until VoteInterval has passed
 }
 
 // change is one item of a view as it is now; it is nil when the item left the view.
@@ -270,6 +282,7 @@ func newItem(v any) item {
 // townHallUpdate is QuestionsUpdate and ModerationUpdate with their items pre-encoded.
 type townHallUpdate struct {
 	Questions []json.RawMessage `json:"questions,omitempty"`
+	Votes     map[int64]int     `json:"votes,omitempty"`
 	Actions   []json.RawMessage `json:"actions,omitempty"`
 	Removed   []int64           `json:"removed,omitempty"`
 	Queue     *api.QueueStats   `json:"queue,omitempty"`
@@ -281,15 +294,15 @@ type townHallUpdate struct {
 // anything a subscriber would see did. When only vote counts changed and votes are not
 // due, it leaves the view as it is and says so (deferred): the next flush sends them.
 func (v *view) advance(kind string, f *feed, version uint64, open, moderated bool, changes []change,
-	queue *api.QueueStats, votesDue bool) (frame Frame, ok, deferred bool) {
+	queue *api.QueueStats, votesDue bool) advanced {
 	if v.items == nil {
 		// Nobody has seen this view yet: it starts here, without an update.
 		*v = view{version: version, open: open, moderated: moderated, items: map[int64]item{}}
 		v.apply(changes)
-		return nil, false, false
+		return advanced{}
 	}
 	if version <= v.version {
-		return nil, false, false
+		return advanced{}
 	}
 	var (
 		up        townHallUpdate
@@ -308,9 +321,16 @@ func (v *view) advance(kind string, f *feed, version uint64, open, moderated boo
 		case c.id < 0:
 			acts = append(acts, c)
 			onlyVotes = false
+		case had && sameButVotes(old.value, c.it.value):
+			// A count alone: a few bytes in votes rather than the whole question, which
+			// matters when thousands of phones decode an update four times a second.
+			if up.Votes == nil {
+				up.Votes = map[int64]int{}
+			}
+			up.Votes[c.id] = votesOf(c.it.value)
 		default:
 			qs = append(qs, c)
-			onlyVotes = onlyVotes && had && sameButVotes(old.value, c.it.value)
+			onlyVotes = false
 		}
 	}
 	if open != v.open {
@@ -319,11 +339,11 @@ func (v *view) advance(kind string, f *feed, version uint64, open, moderated boo
 	if moderated != v.moderated {
 		up.Moderated = &moderated
 	}
-	if len(qs) == 0 && len(acts) == 0 && len(up.Removed) == 0 && up.Open == nil && up.Moderated == nil {
-		return nil, false, false
+	if len(qs) == 0 && len(up.Votes) == 0 && len(acts) == 0 && len(up.Removed) == 0 && up.Open == nil && up.Moderated == nil {
+		return advanced{}
 	}
 	if onlyVotes && !votesDue {
-		return nil, false, true
+		return advanced{deferred: true}
 	}
 	byKey := func(a, b change) int { return cmp.Compare(a.id, b.id) }
 	slices.SortFunc(qs, byKey)
@@ -338,14 +358,14 @@ func (v *view) advance(kind string, f *feed, version uint64, open, moderated boo
 	up.Queue = queue
 	prev := v.version
 	name := Channel{Kind: kind, Event: f.event, Session: f.session}.Name()
-	frame = encode(protocol.ServerFrame{Type: protocol.TypeUpdate, Channel: name, Version: version, Prev: &prev}, up)
+	frame := encode(protocol.ServerFrame{Type: protocol.TypeUpdate, Channel: name, Version: version, Prev: &prev}, up)
 	v.version, v.open, v.moderated = version, open, moderated
 	v.apply(changes)
 	v.ring = append(v.ring, sent{prev: prev, version: version, frame: frame})
 	if len(v.ring) > ringSize {
 		v.ring = slices.Delete(v.ring, 0, len(v.ring)-ringSize)
 	}
-	return frame, true, false
+	return advanced{frame: frame, votes: len(up.Votes) > 0}
 }
 
 // apply puts changes into the view, keeping the most recent moderation actions only.
@@ -368,6 +388,17 @@ func (v *view) apply(changes []change) {
 		}
 		v.actions = slices.Delete(v.actions, 0, over)
 	}
+}
+
+// votesOf is a rendered question's vote count.
+func votesOf(v any) int {
+	switch q := v.(type) {
+	case api.Question:
+		return q.Votes
+	case api.ModQuestion:
+		return q.Votes
+	}
+	panic("realtime: votesOf a non-question")
 }
 
 // sameButVotes reports whether two renderings of a question differ in their vote count

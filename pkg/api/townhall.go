@@ -41,14 +41,16 @@ type QuestionList struct {
 }
 
 // QuestionsUpdate is the data of an update on questions:<event>:<session>. Questions are
-// whole (new, or changed: text, state or votes); removed ones left the public list (archived
-// or merged). Vote counts are coalesced: one update carries every count that changed in the
-// last fraction of a second. Clients keep the order of QuestionList.
+// whole (new, or changed in more than their vote count); Votes are the new counts of those
+// whose count alone changed, by id; removed ones left the public list (archived or merged).
+// Vote counts are coalesced: one update carries every count that changed in the last
+// fraction of a second. Clients keep the order of QuestionList.
 type QuestionsUpdate struct {
-	Questions []Question `json:"questions,omitempty"`
-	Removed   []int64    `json:"removed,omitempty"`
-	Open      *bool      `json:"open,omitempty"`
-	Moderated *bool      `json:"moderated,omitempty"`
+	Questions []Question    `json:"questions,omitempty"`
+	Votes     map[int64]int `json:"votes,omitempty"`
+	Removed   []int64       `json:"removed,omitempty"`
+	Open      *bool         `json:"open,omitempty"`
+	Moderated *bool         `json:"moderated,omitempty"`
 }
 
 // MyQuestions is GET …/questions/mine: an attendee's own questions in every state, and the
@@ -138,7 +140,8 @@ type Moderation struct {
 
 // ModerationUpdate is the data of an update on moderation:<event>:<session>.
 type ModerationUpdate struct {
-	Questions []ModQuestion `json:"questions,omitempty"` // new or changed, whole
+	Questions []ModQuestion `json:"questions,omitempty"` // new or changed in more than their votes, whole
+	Votes     map[int64]int `json:"votes,omitempty"`     // new counts of questions whose count alone changed
 	Actions   []ModAction   `json:"actions,omitempty"`   // new, or changed (undone)
 	Queue     QueueStats    `json:"queue"`
 	Open      *bool         `json:"open,omitempty"`
