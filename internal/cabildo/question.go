@@ -90,7 +90,8 @@ const (
 	FlagNearDuplicate = "near_duplicate"
 )
 
-// Question is one town-hall question. Its ID is the log sequence that stored it.
+// Question is one town-hall question. Its ID numbers it within its event: the first
+// question asked at the event is 1, in the order the log holds them.
 type Question struct {
 	ID      int64  `json:"id"`
 	Session int64  `json:"session"`
@@ -117,6 +118,10 @@ type Question struct {
 	// Version is the last log sequence that changed anything about the question, its
 	// count included: what changed since a version is cheap to find.
 	Version uint64 `json:"version"`
+	// Stored is the log sequence of the entry that asked it, and Item its place there:
+	// how the node that appended the entry finds the question it created.
+	Stored uint64 `json:"stored"`
+	Item   int    `json:"item,omitempty"`
 
 	all map[string]bool // Voters ∪ the merged questions' voters
 }
@@ -271,10 +276,10 @@ func (qa *QA) Configure(s QASettings, seq uint64) {
 	qa.Version = seq
 }
 
-// Ask adds a question stored at seq. It waits for a moderator when the session is
-// moderated or anything flagged it; otherwise it is published at once.
-func (qa *QA) Ask(q Question, seq uint64, at time.Time) *Question {
-	q.ID, q.Session, q.AskedAt, q.Version = int64(seq), qa.Session, at, seq
+// Ask adds question id, item of the entry stored at seq. It waits for a moderator when
+// the session is moderated or anything flagged it; otherwise it is published at once.
+func (qa *QA) Ask(q Question, id int64, seq uint64, item int, at time.Time) *Question {
+	q.ID, q.Session, q.AskedAt, q.Version, q.Stored, q.Item = id, qa.Session, at, seq, seq, item
 	q.State, q.Voters, q.Merged, q.MergedInto = QuestionPending, nil, nil, 0
 	if !qa.Moderated && len(q.Flags) == 0 {
 		q.State = QuestionApproved // published unseen: no moderator decided, nothing waited
@@ -284,6 +289,20 @@ func (qa *QA) Ask(q Question, seq uint64, at time.Time) *Question {
 	qa.recount(&q)
 	qa.Version = seq
 	return &q
+}
+
+// StoredAt returns the question that item of the entry at seq asked, if it did.
+func (qa *QA) StoredAt(seq uint64, item int) (*Question, bool) {
+	for i := len(qa.Order) - 1; i >= 0; i-- {
+		q := qa.Questions[qa.Order[i]]
+		if q.Stored < seq {
+			break
+		}
+		if q.Stored == seq && q.Item == item {
+			return q, true
+		}
+	}
+	return nil, false
 }
 
 // Vote applies one vote or withdrawal and reports whether it changed anything. A vote for

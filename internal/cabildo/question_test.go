@@ -33,7 +33,7 @@ func (h *townHall) next() (uint64, time.Time) {
 
 func (h *townHall) ask(text string, flags ...cabildo.Flag) int64 {
 	seq, at := h.next()
-	return h.qa.Ask(cabildo.Question{Text: text, Lang: cabildo.ES, Attendee: "asker", Flags: flags}, seq, at).ID
+	return h.qa.Ask(cabildo.Question{Text: text, Lang: cabildo.ES, Attendee: "asker", Flags: flags}, int64(seq), seq, 0, at).ID
 }
 
 func (h *townHall) do(mod string, m cabildo.Moderation) error {

@@ -17,7 +17,7 @@ const (
 	RecordSessionDeleted     RecordType = "session.deleted"
 	RecordAnnouncementPosted RecordType = "announcement.posted"
 	RecordQAConfigured       RecordType = "qa.configured"
-	RecordQuestionAsked      RecordType = "question.asked"
+	RecordQuestionsAsked     RecordType = "questions.asked"
 	RecordQuestionModerated  RecordType = "question.moderated"
 	RecordVotesCast          RecordType = "votes.cast"
 )
@@ -26,7 +26,7 @@ const (
 // programme: it changes neither the schedule's version nor its history.
 func (t RecordType) TownHall() bool {
 	switch t {
-	case RecordQAConfigured, RecordQuestionAsked, RecordQuestionModerated, RecordVotesCast:
+	case RecordQAConfigured, RecordQuestionsAsked, RecordQuestionModerated, RecordVotesCast:
 		return true
 	}
 	return false
@@ -54,11 +54,19 @@ type Record struct {
 	Announcement *Announcement `json:"announcement,omitempty"`
 
 	QASettings *QASettings `json:"qa_settings,omitempty"`
-	Question   *Question   `json:"question,omitempty"`
 	Moderation *Moderation `json:"moderation,omitempty"`
-	// Votes are group-committed: one record holds every vote a node took while the
-	// previous append was in flight.
+	// Questions and votes are group-committed: one record holds every question (or vote)
+	// a node took while the previous append was in flight.
+	Asked []Asked  `json:"asked,omitempty"`
 	Votes []VoteOp `json:"votes,omitempty"`
+}
+
+// Asked is one question of a questions.asked record, with what recognises a retry of the
+// request that asked it (the record's own IdempotencyKey is for single writes).
+type Asked struct {
+	Question       Question `json:"question"`
+	IdempotencyKey string   `json:"idempotency_key,omitempty"`
+	RequestHash    string   `json:"request_hash,omitempty"`
 }
 
 // Subject is the record's aggregate within the log, relative to the log's prefix:
@@ -77,8 +85,8 @@ func (r Record) Subject() string {
 		return SessionSubject(r.Event, r.Session.GUID)
 	case r.Announcement != nil:
 		return r.Event + ".announcement." + r.Announcement.GUID
-	case r.Question != nil:
-		return QuestionsSubject(r.Event, r.Question.Session)
+	case r.Asked != nil:
+		return QuestionsSubject(r.Event)
 	case r.Moderation != nil:
 		return ModerationSubject(r.Event, r.Moderation.Session)
 	case r.QASettings != nil:
@@ -95,11 +103,9 @@ func EventSubject(event string) string { return event + ".event" }
 // SessionSubject is the subject of one session.
 func SessionSubject(event, guid string) string { return event + ".session." + guid }
 
-// QuestionsSubject holds the questions asked in a session: asking needs no order with
-// anything else, so these appends never conflict.
-func QuestionsSubject(event string, session int64) string {
-	return fmt.Sprintf("%s.questions.%d", event, session)
-}
+// QuestionsSubject holds the questions asked at an event, group-committed: asking needs
+// no order with anything else, so these appends never conflict.
+func QuestionsSubject(event string) string { return event + ".questions" }
 
 // ModerationSubject holds a session's moderator actions and Q&A settings: each is checked
 // against the state the one before left, so they are appended with that subject's
@@ -129,8 +135,8 @@ func (r Record) Validate() error {
 		ok = r.Announcement != nil
 	case RecordQAConfigured:
 		ok = r.QASettings != nil
-	case RecordQuestionAsked:
-		ok = r.Question != nil
+	case RecordQuestionsAsked:
+		ok = len(r.Asked) > 0
 	case RecordQuestionModerated:
 		ok = r.Moderation != nil
 	case RecordVotesCast:

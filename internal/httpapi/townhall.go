@@ -238,7 +238,7 @@ func (s *Server) askQuestion(c *fiber.Ctx) error {
 	var body api.Question
 	err = s.readQA(c, func(_ *projection.EventState, _ cabildo.Session, qa *cabildo.QA) error {
 		if qa != nil {
-			if q, ok := qa.Questions[int64(res.Seq)]; ok {
+			if q, ok := qa.Questions[res.ID]; ok {
 				body = render.Question(q)
 				return nil
 			}

@@ -71,10 +71,12 @@ type EventState struct {
 	// Sessions holds each session's own version and last change time.
 	Sessions map[string]Meta
 	// QA is each session's town hall, by session id, once anyone configured it or asked.
-	QA       map[int64]*cabildo.QA
-	Rooms    map[string]Meta
-	Tracks   map[string]Meta
-	Speakers map[string]Meta
+	// LastQuestion is the id of the event's last question: they count up from 1.
+	QA           map[int64]*cabildo.QA
+	LastQuestion int64
+	Rooms        map[string]Meta
+	Tracks       map[string]Meta
+	Speakers     map[string]Meta
 	// ByID maps every session id ever given to its guid; removed sessions stay here so
 	// their ids resolve to "gone", never to something else.
 	ByID map[int64]string
@@ -102,6 +104,9 @@ type Idempotent struct {
 	RequestHash string    `json:"hash"`
 	Subject     string    `json:"subject"`
 	At          time.Time `json:"at"`
+	// Ref is what the write created when it has a number of its own (a question's id),
+	// for writes that share their log entry with others.
+	Ref int64 `json:"ref,omitempty"`
 }
 
 // pruneIdempotency forgets keys older than the retention, judged by log time so every
@@ -247,7 +252,7 @@ func (s *Store) apply(seq uint64, subject string, at time.Time, rec cabildo.Reco
 		return nil, fmt.Errorf("event %q does not exist", rec.Event)
 	}
 	if rec.Type.TownHall() {
-		if err := applyTownHall(st, seq, at, rec); err != nil {
+		if err := s.applyTownHall(st, seq, subject, at, rec); err != nil {
 			return nil, err
 		}
 		s.remember(rec, seq, subject, at)

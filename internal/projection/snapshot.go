@@ -91,6 +91,9 @@ func (s *Store) Restore(data []byte) (uint64, error) {
 		for sid, qa := range e.QA {
 			qa.Rebuild()
 			s.events[id].QA[sid] = qa
+			for qid := range qa.Questions {
+				s.events[id].LastQuestion = max(s.events[id].LastQuestion, qid)
+			}
 		}
 	}
 	fill(s.subjects, st.Subjects)

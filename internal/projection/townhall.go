@@ -27,9 +27,11 @@ func (st *EventState) qa(session int64) (*cabildo.QA, error) {
 	return qa, nil
 }
 
-// applyTownHall applies a town-hall record. Votes for what cannot take them any more are
-// skipped one by one: the rest of their batch still counts.
-func applyTownHall(st *EventState, seq uint64, at time.Time, rec cabildo.Record) error {
+// applyTownHall applies a town-hall record. Votes for what cannot take them any more, and
+// questions for a session that no longer exists, are skipped one by one: the rest of their
+// batch still counts. So is a question whose Idempotency-Key was already applied: a retry
+// that raced with its original, or came after the original's answer was lost.
+func (s *Store) applyTownHall(st *EventState, seq uint64, subject string, at time.Time, rec cabildo.Record) error {
 	switch rec.Type {
 	case cabildo.RecordQAConfigured:
 		qa, err := st.qa(rec.QASettings.Session)
@@ -37,12 +39,23 @@ func applyTownHall(st *EventState, seq uint64, at time.Time, rec cabildo.Record)
 			return err
 		}
 		qa.Configure(*rec.QASettings, seq)
-	case cabildo.RecordQuestionAsked:
-		qa, err := st.qa(rec.Question.Session)
-		if err != nil {
-			return err
+	case cabildo.RecordQuestionsAsked:
+		for i, a := range rec.Asked {
+			key := rec.Event + "\x00" + a.IdempotencyKey
+			if _, seen := s.idem[key]; seen && a.IdempotencyKey != "" {
+				continue
+			}
+			qa, err := st.qa(a.Question.Session)
+			if err != nil {
+				s.log.Warn("projection: skipped question", "seq", seq, "item", i, "err", err)
+				continue
+			}
+			st.LastQuestion++
+			qa.Ask(a.Question, st.LastQuestion, seq, i, at)
+			if a.IdempotencyKey != "" {
+				s.idem[key] = Idempotent{Seq: seq, RequestHash: a.RequestHash, Subject: subject, At: at, Ref: st.LastQuestion}
+			}
 		}
-		qa.Ask(*rec.Question, seq, at)
 	case cabildo.RecordQuestionModerated:
 		qa, ok := st.QA[rec.Moderation.Session]
 		if !ok {

@@ -2,6 +2,7 @@ package projection_test
 
 import (
 	"encoding/json"
+	"slices"
 	"testing"
 
 	"github.com/cabildo/cabildo/internal/cabildo"
@@ -16,11 +17,11 @@ func townHallLog(t *testing.T) (*log, int64, int64, int64) {
 	sid := int64(l.add(sessionRec(cabildo.RecordSessionCreated, session(t, 1, "plenary", 10))))
 	open, moderated := true, true
 	l.add(cabildo.Record{Type: cabildo.RecordQAConfigured, Event: ev, QASettings: &cabildo.QASettings{Session: sid, Open: &open, Moderated: &moderated}})
-	ask := func(text string) int64 {
-		return int64(l.add(cabildo.Record{Type: cabildo.RecordQuestionAsked, Event: ev,
-			Question: &cabildo.Question{Session: sid, Text: text, Lang: cabildo.ES, Attendee: "a1"}}))
-	}
-	a, b := ask("¿Primera pregunta de prueba?"), ask("¿Segunda pregunta de prueba?")
+	// Both questions in one entry, as a node's committer stores a burst: they are the
+	// event's questions 1 and 2.
+	l.add(cabildo.Record{Type: cabildo.RecordQuestionsAsked, Event: ev, Asked: []cabildo.Asked{
+		asked(sid, "¿Primera pregunta de prueba?", ""), asked(sid, "¿Segunda pregunta de prueba?", "")}})
+	a, b := int64(1), int64(2)
 	for _, q := range []int64{a, b} {
 		l.add(cabildo.Record{Type: cabildo.RecordQuestionModerated, Event: ev, Actor: "moderator:m",
 			Moderation: &cabildo.Moderation{Session: sid, Action: cabildo.ActionApprove, Question: q}})
@@ -33,6 +34,74 @@ func townHallLog(t *testing.T) (*log, int64, int64, int64) {
 	l.add(cabildo.Record{Type: cabildo.RecordQuestionModerated, Event: ev, Actor: "moderator:m",
 		Moderation: &cabildo.Moderation{Session: sid, Action: cabildo.ActionMerge, Question: b, Into: a}})
 	return l, sid, a, b
+}
+
+func asked(session int64, text, key string) cabildo.Asked {
+	return cabildo.Asked{Question: cabildo.Question{Session: session, Text: text, Lang: cabildo.ES, Attendee: "a1"},
+		IdempotencyKey: key, RequestHash: "h-" + text}
+}
+
+// Questions are numbered per event in log order, whatever entry holds them. An item
+// whose key the projection has applied before (a retry that raced with its original, in
+// the same entry or another node's) and an item for a session that does not exist are
+// skipped, and the rest of their entry counts.
+func TestApplyQuestionsAsked(t *testing.T) {
+	l, sid, _, _ := townHallLog(t)
+	first := l.add(cabildo.Record{Type: cabildo.RecordQuestionsAsked, Event: ev, Asked: []cabildo.Asked{
+		asked(sid, "¿Tercera?", "a1/k1"),
+		asked(sid+1000, "¿En qué sesión?", "a1/k2"), // no such session
+		asked(sid, "¿Tercera?", "a1/k1"),            // the same request again, in the same entry
+		asked(sid, "¿Cuarta?", ""),
+	}})
+	second := l.add(cabildo.Record{Type: cabildo.RecordQuestionsAsked, Event: ev, Asked: []cabildo.Asked{
+		asked(sid, "¿Tercera?", "a1/k1"), // its retry, stored by another node
+		asked(sid, "¿Quinta?", "a1/k3"),
+	}})
+	s := projection.New(projection.Options{})
+	applyAll(s, l.entries)
+	type got struct {
+		id     int64
+		stored uint64
+		item   int
+		text   string
+	}
+	var gotQs []got
+	var last int64
+	read(t, s, ev, func(st *projection.EventState) int {
+		qa := st.QAOf(sid)
+		for _, id := range qa.Order {
+			q := qa.Questions[id]
+			gotQs = append(gotQs, got{q.ID, q.Stored, q.Item, q.Text})
+		}
+		last = st.LastQuestion
+		return 0
+	})
+	want := []got{{3, first, 0, "¿Tercera?"}, {4, first, 3, "¿Cuarta?"}, {5, second, 1, "¿Quinta?"}}
+	if len(gotQs) != 5 || !slices.Equal(gotQs[2:], want) || last != 5 {
+		t.Fatalf("questions %+v (last %d), want 1, 2 then %+v (last 5)", gotQs, last, want)
+	}
+	for key, ref := range map[string]int64{"a1/k1": 3, "a1/k3": 5} {
+		if r, ok := s.Idempotent(ev, key); !ok || r.Ref != ref || r.RequestHash == "" {
+			t.Errorf("key %s remembered as %+v, %v; want question %d", key, r, ok, ref)
+		}
+	}
+	if r, ok := s.Idempotent(ev, "a1/k2"); ok {
+		t.Errorf("the skipped question's key is remembered: %+v", r)
+	}
+	read(t, s, ev, func(st *projection.EventState) int {
+		qa := st.QAOf(sid)
+		for _, c := range []struct {
+			seq  uint64
+			item int
+			id   int64
+		}{{first, 0, 3}, {first, 3, 4}, {second, 1, 5}, {first, 2, 0}, {second, 0, 0}, {first, 1, 0}} {
+			q, ok := qa.StoredAt(c.seq, c.item)
+			if (c.id == 0) == ok || (ok && q.ID != c.id) {
+				t.Errorf("StoredAt(%d, %d) = %v, %v; want question %d", c.seq, c.item, q, ok, c.id)
+			}
+		}
+		return 0
+	})
 }
 
 func TestApplyTownHall(t *testing.T) {
@@ -94,5 +163,15 @@ func TestSnapshotRestoreTownHall(t *testing.T) {
 	}
 	if n := read(t, dst, ev, func(st *projection.EventState) int { return st.QAOf(sid).Questions[a].Votes }); n != 3 {
 		t.Fatalf("votes after restore and one more voter: %d, want 3", n)
+	}
+	// Question ids go on counting after a restore.
+	next := encode(t, uint64(len(l.entries)+2), cabildo.Record{Type: cabildo.RecordQuestionsAsked, Event: ev,
+		Asked: []cabildo.Asked{asked(sid, "¿Después de restaurar?", "")}})
+	next.applyTo(src)
+	next.applyTo(dst)
+	for name, s := range map[string]*projection.Store{"source": src, "restored": dst} {
+		if id := read(t, s, ev, func(st *projection.EventState) int64 { return st.LastQuestion }); id != 3 {
+			t.Errorf("%s: the question asked after the restore is %d, want 3", name, id)
+		}
 	}
 }

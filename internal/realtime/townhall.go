@@ -88,8 +88,12 @@ func (ch *Channels) onTownHall(a projection.Applied) {
 	rec := a.Record
 	var sessions []int64
 	switch {
-	case rec.Question != nil:
-		sessions = []int64{rec.Question.Session}
+	case rec.Asked != nil:
+		for _, a := range rec.Asked {
+			if !slices.Contains(sessions, a.Question.Session) {
+				sessions = append(sessions, a.Question.Session)
+			}
+		}
 	case rec.Moderation != nil:
 		sessions = []int64{rec.Moderation.Session}
 	case rec.QASettings != nil:

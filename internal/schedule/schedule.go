@@ -48,8 +48,10 @@ type Request struct {
 // Result is what a write produced: the log sequence that holds it and the subject it
 // changed. Replayed is true when an earlier request with the same key did the work.
 type Result struct {
-	Seq      uint64
-	Subject  string
+	Seq     uint64
+	Subject string
+	// ID is what the write created when it has a number of its own (a question's id).
+	ID       int64
 	Created  bool
 	Replayed bool
 }

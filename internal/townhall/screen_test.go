@@ -32,7 +32,7 @@ func TestDetectLang(t *testing.T) {
 func qaWith(texts ...string) *cabildo.QA {
 	qa := cabildo.NewQA(1)
 	for i, text := range texts {
-		qa.Ask(cabildo.Question{Text: text}, uint64(i+10), time.Now())
+		qa.Ask(cabildo.Question{Text: text}, int64(i+1), uint64(i+10), 0, time.Now())
 	}
 	return qa
 }

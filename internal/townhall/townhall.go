@@ -1,8 +1,8 @@
 // Package townhall holds the town-hall use cases: attendees ask and vote, moderators screen,
 // organizers open and close a session's Q&A. Like every write, each is checked against
 // this node's projection, appended to the log of record, and answered once the projection
-// has applied it. Votes are the exception in one way: they arrive in bursts, so each node
-// group-commits them (votes.go).
+// has applied it. Questions and votes arrive in bursts, so each node group-commits them
+// (commit.go); moderation is a few actions a second, one log entry each.
 package townhall
 
 import (
@@ -26,7 +26,8 @@ type Log interface {
 type Options struct {
 	// Words flag questions for moderators; default DefaultWords.
 	Words WordLists
-	// MaxBatch bounds the votes one log entry holds; default 1,000.
+	// MaxBatch bounds the votes one log entry holds; default 1,000. An entry holds at
+	// most a tenth as many questions (each is up to a few hundred bytes).
 	MaxBatch int
 }
 
@@ -35,7 +36,8 @@ type Service struct {
 	commits *schedule.Service
 	view    *projection.Store
 	screen  *screener
-	votes   *committer
+	votes   *committer[cabildo.VoteOp]
+	asks    *committer[cabildo.Asked]
 	modMu   sync.Mutex // one moderation commit at a time on this node
 }
 
@@ -49,12 +51,20 @@ func New(commits *schedule.Service, log Log, view *projection.Store, opts Option
 		opts.MaxBatch = 1000
 	}
 	return &Service{commits: commits, view: view, screen: newScreener(opts.Words),
-		votes: newCommitter(log, opts.MaxBatch)}
+		votes: newCommitter(log, opts.MaxBatch, "vote", func(event string, votes []cabildo.VoteOp) cabildo.Record {
+			return cabildo.Record{Type: cabildo.RecordVotesCast, Event: event, Votes: votes}
+		}),
+		asks: newCommitter(log, max(1, opts.MaxBatch/10), "question", func(event string, asked []cabildo.Asked) cabildo.Record {
+			return cabildo.Record{Type: cabildo.RecordQuestionsAsked, Event: event, Asked: asked}
+		})}
 }
 
-// Close stops the vote committer after the batch in flight; votes still queued fail
-// as unavailable, so their clients retry on another node.
-func (s *Service) Close() { s.votes.close() }
+// Close stops the committers after the entries in flight; writes still queued fail as
+// unavailable, so their clients retry on another node.
+func (s *Service) Close() {
+	s.votes.close()
+	s.asks.close()
+}
 
 // Ask is what an attendee sends.
 type Ask struct {
@@ -72,8 +82,17 @@ type Asker struct {
 
 // Ask stores a question. It is open to anyone with an attendee token while the session's
 // Q&A is open; a moderated session (the default) holds it for a moderator, and so does
-// any flag, even in an unmoderated one.
+// any flag, even in an unmoderated one. The result's ID is the question's; Replayed says
+// an earlier request with the same Idempotency-Key asked it.
 func (s *Service) Ask(ctx context.Context, req schedule.Request, event, sessionRef string, in Ask) (schedule.Result, error) {
+	if req.IdempotencyKey != "" {
+		if r, ok := s.view.Idempotent(event, req.IdempotencyKey); ok {
+			if r.RequestHash != req.Hash {
+				return schedule.Result{}, errKeyReused()
+			}
+			return schedule.Result{Seq: r.Seq, Subject: r.Subject, ID: r.Ref, Replayed: true}, nil
+		}
+	}
 	q := cabildo.Question{Text: in.Text, Lang: in.Lang, Name: in.Name}
 	if err := q.NormalizeAsk(); err != nil {
 		return schedule.Result{}, err
@@ -82,23 +101,59 @@ func (s *Service) Ask(ctx context.Context, req schedule.Request, event, sessionR
 		q.Lang = detectLang(q.Text, in.Hint)
 	}
 	q.Attendee = attendee(req)
-	return s.commits.Commit(ctx, req, event, func(st *projection.EventState) (cabildo.Record, uint64, bool, error) {
-		rec := cabildo.Record{Type: cabildo.RecordQuestionAsked, Event: event, Question: &q}
-		if st == nil {
-			return rec, 0, false, errNoEvent(event)
-		}
-		sess, _, err := schedule.FindSession(st, sessionRef)
-		if err != nil {
-			return rec, 0, false, err
+	var err error
+	if !s.view.Read(event, func(st *projection.EventState) {
+		var sess cabildo.Session
+		if sess, _, err = schedule.FindSession(st, sessionRef); err != nil {
+			return
 		}
 		q.Session = sess.ID
 		qa := st.QAOf(sess.ID)
 		if qa == nil || !qa.Open {
-			return rec, 0, false, cabildo.Errorf(cabildo.CodeQAClosed, "this session is not taking questions now")
+			err = cabildo.Errorf(cabildo.CodeQAClosed, "this session is not taking questions now")
+			return
 		}
 		q.Flags = s.screen.flags(q.Text, qa)
-		return rec, schedule.AnyOrder, false, nil
+	}) {
+		return schedule.Result{}, errNoEvent(event)
+	}
+	if err != nil {
+		return schedule.Result{}, err
+	}
+	seq, item, joined, err := s.asks.submit(ctx, event, req.IdempotencyKey, req.Hash,
+		cabildo.Asked{Question: q, IdempotencyKey: req.IdempotencyKey, RequestHash: req.Hash})
+	if err != nil {
+		return schedule.Result{}, err
+	}
+	if err := s.view.WaitFor(ctx, seq); err != nil {
+		return schedule.Result{}, err
+	}
+	res := schedule.Result{Seq: seq, Subject: cabildo.QuestionsSubject(event), Created: true}
+	s.view.Read(event, func(st *projection.EventState) {
+		if qa := st.QAOf(q.Session); qa != nil {
+			if mine, ok := qa.StoredAt(seq, item); ok {
+				res.ID = mine.ID
+			}
+		}
 	})
+	if req.IdempotencyKey == "" {
+		if res.ID == 0 {
+			return res, cabildo.Errorf(cabildo.CodeNotFound, "the session was removed while the question was stored")
+		}
+		return res, nil
+	}
+	// The log may hold this key's question from a request we raced with (on another
+	// node, or before this node's restart): the projection applied the first one only.
+	r, ok := s.view.Idempotent(event, req.IdempotencyKey)
+	switch {
+	case !ok:
+		return res, cabildo.Errorf(cabildo.CodeNotFound, "the session was removed while the question was stored")
+	case r.RequestHash != req.Hash:
+		return schedule.Result{}, errKeyReused()
+	case r.Ref != res.ID || joined:
+		return schedule.Result{Seq: r.Seq, Subject: r.Subject, ID: r.Ref, Replayed: true}, nil
+	}
+	return res, nil
 }
 
 // attendee is the pseudonymous id in a request's actor ("attendee:<id>").
@@ -220,7 +275,7 @@ func (s *Service) Vote(ctx context.Context, event, sessionRef string, question i
 	if err != nil {
 		return 0, err
 	}
-	seq, err := s.votes.submit(ctx, event, op)
+	seq, _, _, err := s.votes.submit(ctx, event, "", "", op)
 	if err != nil {
 		return 0, err
 	}

@@ -24,6 +24,7 @@ type node struct {
 
 	mu      sync.Mutex
 	batches int // votes.cast entries applied
+	asked   int // questions.asked entries applied
 }
 
 func newNode(t *testing.T) *node {
@@ -44,11 +45,14 @@ func newNode(t *testing.T) *node {
 	}
 	n := &node{emb: emb, log: lg}
 	n.store = projection.New(projection.Options{OnApply: func(a projection.Applied) {
-		if a.Record.Type == cabildo.RecordVotesCast {
-			n.mu.Lock()
+		n.mu.Lock()
+		switch a.Record.Type {
+		case cabildo.RecordVotesCast:
 			n.batches++
-			n.mu.Unlock()
+		case cabildo.RecordQuestionsAsked:
+			n.asked++
 		}
+		n.mu.Unlock()
 	}})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -100,7 +104,7 @@ func (n *node) ask(t *testing.T, ref, who, text string) int64 {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return int64(res.Seq)
+	return res.ID
 }
 
 func (n *node) question(ref string, id int64) (q cabildo.Question) {
@@ -119,7 +123,7 @@ func TestVotesAreGroupCommitted(t *testing.T) {
 	q := n.ask(t, ref, "asker", "¿Cuándo habrá datos abiertos de contratación?")
 	const voters = 2000
 	var wg sync.WaitGroup
-	errs := make(chan error, voters)
+	errs := make(chan error, 2*voters)
 	for round := range 2 {
 		for i := range voters {
 			wg.Go(func() {
@@ -144,6 +148,170 @@ func TestVotesAreGroupCommitted(t *testing.T) {
 		t.Fatalf("%d log entries for %d votes: not group-committed", batches, 2*voters)
 	}
 	t.Logf("%d votes (twice) in %d log entries", voters, batches)
+}
+
+// A swarm's questions are group-committed: fewer log entries than questions, and each
+// asker gets their own question back, numbered in the order the log holds them.
+func TestAsksAreGroupCommitted(t *testing.T) {
+	n := newNode(t)
+	ref := n.session(t)
+	const askers = 300
+	ids := make([]int64, askers)
+	var wg sync.WaitGroup
+	errs := make(chan error, askers)
+	for i := range askers {
+		wg.Go(func() {
+			res, err := n.svc.Ask(bg, schedule.Request{Actor: fmt.Sprintf("attendee:a%d", i)}, "th", ref,
+				Ask{Text: fmt.Sprintf("Pregunta %d: ¿cuándo se publican los datos del presupuesto?", i)})
+			if err != nil {
+				errs <- fmt.Errorf("asker %d: %w", i, err)
+				return
+			}
+			ids[i] = res.ID
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	seen := map[int64]bool{}
+	for i, id := range ids {
+		q := n.question(ref, id)
+		if want := fmt.Sprintf("Pregunta %d:", i); len(q.Text) < len(want) || q.Text[:len(want)] != want || q.Attendee != fmt.Sprintf("a%d", i) {
+			t.Fatalf("asker %d got question %d: %q by %q", i, id, q.Text, q.Attendee)
+		}
+		if seen[id] {
+			t.Fatalf("question %d given to two askers", id)
+		}
+		seen[id] = true
+	}
+	var order []int64
+	n.store.Read("th", func(st *projection.EventState) {
+		s, _, _ := schedule.FindSession(st, ref)
+		order = st.QAOf(s.ID).Order
+	})
+	for i, id := range order {
+		if id != int64(i+1) {
+			t.Fatalf("question ids in log order: %v, want 1, 2, 3...", order)
+		}
+	}
+	n.mu.Lock()
+	entries := n.asked
+	n.mu.Unlock()
+	if len(order) != askers || entries >= askers {
+		t.Fatalf("%d questions stored in %d log entries, want %d in fewer entries", len(order), entries, askers)
+	}
+	t.Logf("%d questions in %d log entries", askers, entries)
+}
+
+// Sends of one Idempotency-Key give one question, whether they wait together for the
+// same entry or come after it; the same key with another text is refused.
+func TestAskIdempotencyKey(t *testing.T) {
+	n := newNode(t)
+	ref := n.session(t)
+	req := schedule.Request{Actor: "attendee:a", IdempotencyKey: "a/k1", Hash: "h1"}
+	in := Ask{Text: "¿Quién decide qué preguntas llegan al presidente?"}
+	results := make([]schedule.Result, 10)
+	var wg sync.WaitGroup
+	errs := make(chan error, len(results))
+	for i := range results {
+		wg.Go(func() {
+			res, err := n.svc.Ask(bg, req, "th", ref, in)
+			if err != nil {
+				errs <- err
+			}
+			results[i] = res
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	created := 0
+	for _, r := range results {
+		if r.ID != results[0].ID || r.ID == 0 {
+			t.Fatalf("concurrent sends of one key got questions %+v", results)
+		}
+		if !r.Replayed {
+			created++
+		}
+	}
+	if created != 1 {
+		t.Fatalf("%d of %d concurrent sends say they created the question, want 1", created, len(results))
+	}
+	later, err := n.svc.Ask(bg, req, "th", ref, in)
+	if err != nil || later.ID != results[0].ID || !later.Replayed {
+		t.Fatalf("a later send: %+v, %v; want question %d replayed", later, err, results[0].ID)
+	}
+	other := req
+	other.Hash = "h2"
+	if _, err := n.svc.Ask(bg, other, "th", ref, Ask{Text: "another question entirely, same key"}); cabildo.ErrorCode(err) != cabildo.CodeIdempotencyKeyReused {
+		t.Fatalf("the key with another question: %v, want idempotency_key_reused", err)
+	}
+	var count int
+	n.store.Read("th", func(st *projection.EventState) {
+		s, _, _ := schedule.FindSession(st, ref)
+		count = len(st.QAOf(s.ID).Order)
+	})
+	if count != 1 {
+		t.Fatalf("%d questions stored, want 1", count)
+	}
+}
+
+// Two nodes' committers cannot see each other's keys: both entries reach the log, and
+// the projection keeps the first question only, so both callers get the same one.
+func TestAskKeyRaceInTheLog(t *testing.T) {
+	n := newNode(t)
+	ref := n.session(t)
+	other := New(n.sched, n.log, n.store, Options{}) // a second committer on the same log
+	t.Cleanup(other.Close)
+	req := schedule.Request{Actor: "attendee:a", IdempotencyKey: "a/k1", Hash: "h1"}
+	in := Ask{Text: "¿Habrá intérpretes de lengua de señas en la plenaria?"}
+	var (
+		wg   sync.WaitGroup
+		a, b schedule.Result
+		ea   error
+		eb   error
+	)
+	wg.Go(func() { a, ea = n.svc.Ask(bg, req, "th", ref, in) })
+	wg.Go(func() { b, eb = other.Ask(bg, req, "th", ref, in) })
+	wg.Wait()
+	if ea != nil || eb != nil || a.ID != b.ID || a.ID == 0 || a.Replayed == b.Replayed {
+		t.Fatalf("node A %+v %v, node B %+v %v: want one question, created by exactly one", a, ea, b, eb)
+	}
+}
+
+// With the log gone, a question fails as unavailable within the append timeout, and so
+// do the questions queued behind it.
+func TestAskFailsWhenTheLogIsGone(t *testing.T) {
+	n := newNode(t)
+	ref := n.session(t)
+	n.ask(t, ref, "asker", "¿Cuándo habrá datos abiertos de contratación?")
+	n.emb.Shutdown()
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(bg, 10*time.Second)
+	defer cancel()
+	var wg sync.WaitGroup
+	codes := make(chan cabildo.Code, 20)
+	for i := range cap(codes) {
+		wg.Go(func() {
+			_, err := n.svc.Ask(ctx, schedule.Request{Actor: fmt.Sprintf("attendee:a%d", i)}, "th", ref,
+				Ask{Text: fmt.Sprintf("Pregunta %d sin registro", i)})
+			codes <- cabildo.ErrorCode(err)
+		})
+	}
+	wg.Wait()
+	close(codes)
+	for code := range codes {
+		if code != cabildo.CodeUnavailable {
+			t.Fatalf("question with NATS down: %q, want unavailable", code)
+		}
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Fatalf("20 questions failed after %v, want within the 1 s append timeout (+ slack)", d)
+	}
 }
 
 // With the log gone, a vote fails as unavailable within the append timeout: never a hang,

@@ -1,0 +1,203 @@
+package townhall
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/cabildo/cabildo/internal/cabildo"
+)
+
+// committer group-commits one kind of town-hall write (votes, questions): one goroutine
+// per node appends whatever is waiting as one log entry as soon as the previous append is
+// acknowledged, then answers each writer. There is no timer: under a trickle every write
+// is its own entry at once, under a burst entries grow instead of queueing, and a write
+// never waits for more than the append before its own. A durable append costs about one
+// fsync whatever its size (docs/benchmarks.md), so this is what lets a node take
+// thousands of votes, or a swarm's questions, a second without delaying everyone else's.
+//
+// Writes with a key (an Idempotency-Key) are de-duplicated while they wait or are in
+// flight: a retry sent meanwhile joins the first and gets its answer. Once answered, a
+// retry is recognised by the projection, which remembers every key it applied.
+type committer[T any] struct {
+	log      Log
+	maxBatch int
+	what     string // "vote", "question": for the messages clients see
+	// record builds the log entry that holds items, all of one event.
+	record func(event string, items []T) cabildo.Record
+
+	mu      sync.Mutex
+	pending map[string][]*write[T] // by event
+	order   []string               // events in the order their first waiting write came
+	keyed   map[string]*write[T]   // waiting or in flight, by event and key
+	running bool
+	closed  bool
+}
+
+// write is one waiting write; done is closed once seq and err (and item's index in the
+// entry) are set, so any number of joined retries can wait for it.
+type write[T any] struct {
+	item T
+	key  string // event + key, when the write has one
+	hash string // the request's content: a key reused for another request is refused
+
+	done  chan struct{}
+	seq   uint64
+	index int
+	err   error
+}
+
+func newCommitter[T any](log Log, maxBatch int, what string, record func(string, []T) cabildo.Record) *committer[T] {
+	return &committer[T]{log: log, maxBatch: maxBatch, what: what, record: record,
+		pending: map[string][]*write[T]{}, keyed: map[string]*write[T]{}}
+}
+
+// submit queues one write and returns the log sequence of the entry that holds it and its
+// index there. key (with hash), when not empty, joins a write with the same key that is
+// still waiting or in flight instead of queueing a second one, and says so (joined).
+func (c *committer[T]) submit(ctx context.Context, event, key, hash string, item T) (seq uint64, index int, joined bool, err error) {
+	w := &write[T]{item: item, hash: hash, done: make(chan struct{})}
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return 0, 0, false, c.unavailable(errClosed)
+	}
+	if key != "" {
+		w.key = event + "\x00" + key
+		if first, ok := c.keyed[w.key]; ok {
+			c.mu.Unlock()
+			if first.hash != hash {
+				return 0, 0, false, errKeyReused()
+			}
+			seq, index, err := c.wait(ctx, first)
+			return seq, index, true, err
+		}
+		c.keyed[w.key] = w
+	}
+	if len(c.pending[event]) == 0 {
+		c.order = append(c.order, event)
+	}
+	c.pending[event] = append(c.pending[event], w)
+	start := !c.running
+	c.running = true
+	c.mu.Unlock()
+	if start {
+		go c.run()
+	}
+	seq, index, err = c.wait(ctx, w)
+	return seq, index, false, err
+}
+
+func (c *committer[T]) wait(ctx context.Context, w *write[T]) (uint64, int, error) {
+	select {
+	case <-w.done:
+		return w.seq, w.index, w.err
+	case <-ctx.Done():
+		// The write may still be stored: a vote retried changes nothing (votes are sets),
+		// and a question retried with its Idempotency-Key is recognised.
+		return 0, 0, &cabildo.Error{Code: cabildo.CodeTimeout, Err: ctx.Err(),
+			Message: fmt.Sprintf("the %s was not confirmed in time; send it again (with the same Idempotency-Key)", c.what)}
+	}
+}
+
+// run appends batches until nothing waits.
+func (c *committer[T]) run() {
+	for {
+		c.mu.Lock()
+		if len(c.order) == 0 {
+			c.running = false
+			c.mu.Unlock()
+			return
+		}
+		event := c.order[0]
+		batch := c.pending[event]
+		if len(batch) > c.maxBatch {
+			c.pending[event] = batch[c.maxBatch:]
+			batch = batch[:c.maxBatch]
+			// This event goes to the back, so one event's flood cannot starve another's.
+			c.order = append(c.order[1:], event)
+		} else {
+			delete(c.pending, event)
+			c.order = c.order[1:]
+		}
+		c.mu.Unlock()
+		seq, err := c.append(event, batch)
+		if err != nil {
+			// The log is not taking appends: the writes queued meanwhile would only wait
+			// for the same answer, one timeout later. They get it now.
+			batch = append(batch, c.takeAll()...)
+		}
+		c.answer(batch, seq, err)
+	}
+}
+
+// answer tells each write of a batch how it went.
+func (c *committer[T]) answer(batch []*write[T], seq uint64, err error) {
+	c.mu.Lock()
+	for _, w := range batch {
+		if w.key != "" && c.keyed[w.key] == w {
+			delete(c.keyed, w.key)
+		}
+	}
+	c.mu.Unlock()
+	for i, w := range batch {
+		w.seq, w.index, w.err = seq, i, err
+		close(w.done)
+	}
+}
+
+// takeAll removes every waiting write.
+func (c *committer[T]) takeAll() []*write[T] {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var all []*write[T]
+	for _, event := range c.order {
+		all = append(all, c.pending[event]...)
+		delete(c.pending, event)
+	}
+	c.order = nil
+	return all
+}
+
+func (c *committer[T]) append(event string, batch []*write[T]) (uint64, error) {
+	items := make([]T, len(batch))
+	for i, w := range batch {
+		items[i] = w.item
+	}
+	rec := c.record(event, items)
+	data, err := json.Marshal(rec)
+	if err != nil {
+		return 0, fmt.Errorf("townhall: encode %s: %w", rec.Type, err)
+	}
+	// No expected sequence and no message id: entries need no order among themselves,
+	// applying a vote twice changes nothing, and the projection skips a question whose
+	// key it has already applied. The append's own timeout bounds it.
+	seq, _, err := c.log.Append(context.Background(), rec.Subject(), data, nil, "")
+	return seq, err
+}
+
+// close refuses new writes and fails the waiting ones; the batch in flight completes.
+func (c *committer[T]) close() {
+	c.mu.Lock()
+	c.closed = true
+	var waiting []*write[T]
+	for event, batch := range c.pending {
+		waiting = append(waiting, batch...)
+		delete(c.pending, event)
+	}
+	c.order = nil
+	c.mu.Unlock()
+	c.answer(waiting, 0, c.unavailable(errClosed))
+}
+
+func (c *committer[T]) unavailable(err error) error {
+	return &cabildo.Error{Code: cabildo.CodeUnavailable, RetryAfter: time.Second, Err: err,
+		Message: fmt.Sprintf("this node is shutting down; send the %s again", c.what)}
+}
+
+func errKeyReused() error {
+	return cabildo.Errorf(cabildo.CodeIdempotencyKeyReused,
+		"this Idempotency-Key was already used for a different request")
+}
