@@ -1237,7 +1237,10 @@ func (c *thTally) check(t *testing.T, what string, total, want, perMinute int) {
 // TestTownHallQuestionFlood is scenario 19, bounded: one device floods, then 100 devices
 // behind one address ask 5 times each, while 50 devices on other addresses ask once.
 func TestTownHallQuestionFlood(t *testing.T) {
-	e := thStart(t, "--qa-asks-per-ip-per-minute", "300", "--qa-attendees-per-ip-per-minute", "1000")
+	// The node runs as its own process, built without the race detector, so the latency
+	// the other devices see is the server's (this test's clients still run under -race).
+	_, n := startProcess(t, t.TempDir(), "--demo", "--qa-asks-per-ip-per-minute", "300", "--qa-attendees-per-ip-per-minute", "1000")
+	e := thEnvOf(t, n)
 	qURL := e.n.base + e.path + "/questions"
 	minter := thClient(t, "127.0.0.1", 8)
 
@@ -1287,8 +1290,8 @@ func TestTownHallQuestionFlood(t *testing.T) {
 	// address; meanwhile 50 devices on 50 other addresses ask once each.
 	swarmToks := thMintRaw(t, minter, e.n, 100)
 	legitToks := thMintRaw(t, minter, e.n, 50)
-	sc := thClient(t, "127.0.0.100", 500)
-	thWarm(t, sc, e.n, 500)
+	sc := thClient(t, "127.0.0.100", 100)
+	thWarm(t, sc, e.n, 100)
 	legit := make([]*http.Client, 50)
 	for i := range legit {
 		legit[i] = thClient(t, fmt.Sprintf("127.0.0.%d", i+2), 1)
@@ -1297,15 +1300,17 @@ func TestTownHallQuestionFlood(t *testing.T) {
 	var swarm, good thTally
 	lat := make([]time.Duration, 50)
 	gate := make(chan struct{})
-	for i := range 500 {
+	for d := range 100 { // each device sends its 5 questions one after another
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			body := thJSON(map[string]any{"text": fmt.Sprintf("Pregunta %d del dispositivo %d tras el mismo router", i%5, i/5)})
 			<-gate
-			sent := time.Now()
-			r, err := thSend(sc, "POST", qURL, swarmToks[i/5].Token, body)
-			swarm.add(r, err, sent)
+			for i := range 5 {
+				body := thJSON(map[string]any{"text": fmt.Sprintf("Pregunta %d del dispositivo %d tras el mismo router", i, d)})
+				sent := time.Now()
+				r, err := thSend(sc, "POST", qURL, swarmToks[d].Token, body)
+				swarm.add(r, err, sent)
+			}
 		}()
 	}
 	for i := range 50 {
@@ -1332,11 +1337,10 @@ func TestTownHallQuestionFlood(t *testing.T) {
 	if good.ok != 50 || good.limited != 0 || len(good.other) != 0 {
 		t.Errorf("devices on other addresses: %d/50 accepted, %d limited, other %v", good.ok, good.limited, good.other)
 	}
-	// Scenario 19 asks p99 < 300 ms. Asks are not group-committed (one durable append each),
-	// so the devices elsewhere queue behind the swarm's 300 appends: about 300 ms without
-	// the race detector, several times that with it. The bound here only catches a stall.
-	if p99 > 10*time.Second {
-		t.Errorf("devices on other addresses: p99 %v, want them served while the swarm is limited", p99)
+	// Scenario 19: p99 < 300 ms. Questions are group-committed, so the devices elsewhere
+	// share log entries with the swarm's 300 rather than queueing behind 300 fsyncs.
+	if p99 >= 300*time.Millisecond {
+		t.Errorf("devices on other addresses: p99 %v, want < 300ms while the swarm is limited", p99)
 	}
 	if n := len(e.moderation(t).Questions); n != flood.ok+swarm.ok+good.ok {
 		t.Errorf("%d questions stored, want %d accepted", n, flood.ok+swarm.ok+good.ok)

@@ -39,13 +39,15 @@ type committer[T any] struct {
 // write is one waiting write; done is closed once seq and err (and item's index in the
 // entry) are set, so any number of joined retries can wait for it.
 type write[T any] struct {
-	item T
-	key  string // event + key, when the write has one
-	hash string // the request's content: a key reused for another request is refused
+	item  T
+	key   string // event + key, when the write has one
+	hash  string // the request's content: a key reused for another request is refused
+	msgID string // the log's de-duplication id, used when the write is alone in its entry
 
 	done  chan struct{}
 	seq   uint64
 	index int
+	dup   bool // the log already held the write's message id: another request stored it
 	err   error
 }
 
@@ -56,8 +58,9 @@ func newCommitter[T any](log Log, maxBatch int, what string, record func(string,
 
 // submit queues one write and returns the log sequence of the entry that holds it and its
 // index there. key (with hash), when not empty, joins a write with the same key that is
-// still waiting or in flight instead of queueing a second one, and says so (joined).
-func (c *committer[T]) submit(ctx context.Context, event, key, hash string, item T) (seq uint64, index int, joined bool, err error) {
+// still waiting or in flight instead of queueing a second one; replayed says the write
+// was another request's with the same key (joined here, or found in the log).
+func (c *committer[T]) submit(ctx context.Context, event, key, hash string, item T) (seq uint64, index int, replayed bool, err error) {
 	w := &write[T]{item: item, hash: hash, done: make(chan struct{})}
 	c.mu.Lock()
 	if c.closed {
@@ -65,13 +68,13 @@ func (c *committer[T]) submit(ctx context.Context, event, key, hash string, item
 		return 0, 0, false, c.unavailable(errClosed)
 	}
 	if key != "" {
-		w.key = event + "\x00" + key
+		w.key, w.msgID = event+"\x00"+key, event+":"+key
 		if first, ok := c.keyed[w.key]; ok {
 			c.mu.Unlock()
 			if first.hash != hash {
 				return 0, 0, false, errKeyReused()
 			}
-			seq, index, err := c.wait(ctx, first)
+			seq, index, _, err := c.wait(ctx, first)
 			return seq, index, true, err
 		}
 		c.keyed[w.key] = w
@@ -86,18 +89,17 @@ func (c *committer[T]) submit(ctx context.Context, event, key, hash string, item
 	if start {
 		go c.run()
 	}
-	seq, index, err = c.wait(ctx, w)
-	return seq, index, false, err
+	return c.wait(ctx, w)
 }
 
-func (c *committer[T]) wait(ctx context.Context, w *write[T]) (uint64, int, error) {
+func (c *committer[T]) wait(ctx context.Context, w *write[T]) (uint64, int, bool, error) {
 	select {
 	case <-w.done:
-		return w.seq, w.index, w.err
+		return w.seq, w.index, w.dup, w.err
 	case <-ctx.Done():
 		// The write may still be stored: a vote retried changes nothing (votes are sets),
 		// and a question retried with its Idempotency-Key is recognised.
-		return 0, 0, &cabildo.Error{Code: cabildo.CodeTimeout, Err: ctx.Err(),
+		return 0, 0, false, &cabildo.Error{Code: cabildo.CodeTimeout, Err: ctx.Err(),
 			Message: fmt.Sprintf("the %s was not confirmed in time; send it again (with the same Idempotency-Key)", c.what)}
 	}
 }
@@ -123,18 +125,18 @@ func (c *committer[T]) run() {
 			c.order = c.order[1:]
 		}
 		c.mu.Unlock()
-		seq, err := c.append(event, batch)
+		seq, dup, err := c.append(event, batch)
 		if err != nil {
 			// The log is not taking appends: the writes queued meanwhile would only wait
 			// for the same answer, one timeout later. They get it now.
 			batch = append(batch, c.takeAll()...)
 		}
-		c.answer(batch, seq, err)
+		c.answer(batch, seq, dup, err)
 	}
 }
 
 // answer tells each write of a batch how it went.
-func (c *committer[T]) answer(batch []*write[T], seq uint64, err error) {
+func (c *committer[T]) answer(batch []*write[T], seq uint64, dup bool, err error) {
 	c.mu.Lock()
 	for _, w := range batch {
 		if w.key != "" && c.keyed[w.key] == w {
@@ -143,7 +145,7 @@ func (c *committer[T]) answer(batch []*write[T], seq uint64, err error) {
 	}
 	c.mu.Unlock()
 	for i, w := range batch {
-		w.seq, w.index, w.err = seq, i, err
+		w.seq, w.index, w.dup, w.err = seq, i, dup, err
 		close(w.done)
 	}
 }
@@ -161,7 +163,7 @@ func (c *committer[T]) takeAll() []*write[T] {
 	return all
 }
 
-func (c *committer[T]) append(event string, batch []*write[T]) (uint64, error) {
+func (c *committer[T]) append(event string, batch []*write[T]) (seq uint64, dup bool, err error) {
 	items := make([]T, len(batch))
 	for i, w := range batch {
 		items[i] = w.item
@@ -169,13 +171,19 @@ func (c *committer[T]) append(event string, batch []*write[T]) (uint64, error) {
 	rec := c.record(event, items)
 	data, err := json.Marshal(rec)
 	if err != nil {
-		return 0, fmt.Errorf("townhall: encode %s: %w", rec.Type, err)
+		return 0, false, fmt.Errorf("townhall: encode %s: %w", rec.Type, err)
 	}
-	// No expected sequence and no message id: entries need no order among themselves,
-	// applying a vote twice changes nothing, and the projection skips a question whose
-	// key it has already applied. The append's own timeout bounds it.
-	seq, _, err := c.log.Append(context.Background(), rec.Subject(), data, nil, "")
-	return seq, err
+	// No expected sequence: entries need no order among themselves. Applying a vote twice
+	// changes nothing, and the projection skips a question whose key it has applied
+	// already. A keyed write alone in its entry (the usual case outside a burst) also
+	// takes the key as the log's message id, so that a retry of an append that timed out
+	// but was stored is not stored again; a retry caught in a batch may be, and is then
+	// skipped by every node alike. The append's own timeout bounds it.
+	var msgID string
+	if len(batch) == 1 {
+		msgID = batch[0].msgID
+	}
+	return c.log.Append(context.Background(), rec.Subject(), data, nil, msgID)
 }
 
 // close refuses new writes and fails the waiting ones; the batch in flight completes.
@@ -189,7 +197,7 @@ func (c *committer[T]) close() {
 	}
 	c.order = nil
 	c.mu.Unlock()
-	c.answer(waiting, 0, c.unavailable(errClosed))
+	c.answer(waiting, 0, false, c.unavailable(errClosed))
 }
 
 func (c *committer[T]) unavailable(err error) error {

@@ -120,7 +120,7 @@ func (s *Service) Ask(ctx context.Context, req schedule.Request, event, sessionR
 	if err != nil {
 		return schedule.Result{}, err
 	}
-	seq, item, joined, err := s.asks.submit(ctx, event, req.IdempotencyKey, req.Hash,
+	seq, item, replayed, err := s.asks.submit(ctx, event, req.IdempotencyKey, req.Hash,
 		cabildo.Asked{Question: q, IdempotencyKey: req.IdempotencyKey, RequestHash: req.Hash})
 	if err != nil {
 		return schedule.Result{}, err
@@ -150,7 +150,7 @@ func (s *Service) Ask(ctx context.Context, req schedule.Request, event, sessionR
 		return res, cabildo.Errorf(cabildo.CodeNotFound, "the session was removed while the question was stored")
 	case r.RequestHash != req.Hash:
 		return schedule.Result{}, errKeyReused()
-	case r.Ref != res.ID || joined:
+	case r.Ref != res.ID || replayed:
 		return schedule.Result{Seq: r.Seq, Subject: r.Subject, ID: r.Ref, Replayed: true}, nil
 	}
 	return res, nil
