@@ -10,6 +10,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
+	"os"
 	"net/url"
 	"slices"
 	"strings"
@@ -49,6 +50,9 @@ type townHallResult struct {
 	Duplicates        uint64  `json:"duplicates"`
 	ServerRSSPerConnK float64 `json:"server_rss_per_connection_kib,omitempty"`
 	ServerCPUPercent  float64 `json:"server_cpu_percent,omitempty"`
+	// The load generator's own share of the machine: when server and clients share the
+	// cores, the two together say whether the machine, not the server, was the limit.
+	LoadgenCPUPercent float64 `json:"loadgen_cpu_percent"`
 }
 
 // loadgenTownHall runs a town hall against one node: an audience of websocket clients on
@@ -240,6 +244,7 @@ func loadgenTownHall(ctx context.Context, args []string, stdout, stderr io.Write
 		}
 	}
 	rss1, cpu1 := procStats(*pid)
+	_, self1 := procStats(os.Getpid())
 	start := time.Now()
 
 	// Asking and voting.
@@ -364,6 +369,7 @@ func loadgenTownHall(ctx context.Context, args []string, stdout, stderr io.Write
 		time.Sleep(100 * time.Millisecond)
 	}
 	_, cpu2 := procStats(*pid)
+	_, self2 := procStats(os.Getpid())
 
 	res := townHallResult{Scenario: fmt.Sprintf("townhall_%d_audience_%g_votes_per_s", *audience, *voteRate),
 		Audience: *audience, Connected: connected, Moderators: *mods, Questions: int(asked.Load()),
@@ -427,6 +433,7 @@ func loadgenTownHall(ctx context.Context, args []string, stdout, stderr io.Write
 	if cpu2 > cpu1 {
 		res.ServerCPUPercent = 100 * float64(cpu2-cpu1) / float64(time.Since(start).Microseconds())
 	}
+	res.LoadgenCPUPercent = 100 * float64(self2-self1) / float64(time.Since(start).Microseconds())
 	return json.NewEncoder(stdout).Encode(res)
 }
 
