@@ -67,6 +67,11 @@ type Asked struct {
 	Question       Question `json:"question"`
 	IdempotencyKey string   `json:"idempotency_key,omitempty"`
 	RequestHash    string   `json:"request_hash,omitempty"`
+	// SimilarTo is the place (from 1) of an earlier question in the same record that this
+	// one nearly repeats, with their Similarity: its id is only known once the record is
+	// applied, which then flags this question as a near-duplicate of it.
+	SimilarTo  int     `json:"similar_to,omitempty"`
+	Similarity float64 `json:"similarity,omitempty"`
 }
 
 // Subject is the record's aggregate within the log, relative to the log's prefix:

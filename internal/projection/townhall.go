@@ -2,6 +2,7 @@ package projection
 
 import (
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/cabildo/cabildo/internal/cabildo"
@@ -40,6 +41,7 @@ func (s *Store) applyTownHall(st *EventState, seq uint64, subject string, at tim
 		}
 		qa.Configure(*rec.QASettings, seq)
 	case cabildo.RecordQuestionsAsked:
+		ids := make([]int64, len(rec.Asked)) // 0 for an item skipped
 		for i, a := range rec.Asked {
 			key := rec.Event + "\x00" + a.IdempotencyKey
 			if _, seen := s.idem[key]; seen && a.IdempotencyKey != "" {
@@ -50,8 +52,13 @@ func (s *Store) applyTownHall(st *EventState, seq uint64, subject string, at tim
 				s.log.Warn("projection: skipped question", "seq", seq, "item", i, "err", err)
 				continue
 			}
+			q := a.Question
+			if j := a.SimilarTo - 1; j >= 0 && j < i && ids[j] != 0 {
+				q.Flags = append(slices.Clone(q.Flags), cabildo.Flag{Kind: cabildo.FlagNearDuplicate, Similar: ids[j], Similarity: a.Similarity})
+			}
 			st.LastQuestion++
-			qa.Ask(a.Question, st.LastQuestion, seq, i, at)
+			ids[i] = st.LastQuestion
+			qa.Ask(q, st.LastQuestion, seq, i, at)
 			if a.IdempotencyKey != "" {
 				s.idem[key] = Idempotent{Seq: seq, RequestHash: a.RequestHash, Subject: subject, At: at, Ref: st.LastQuestion}
 			}

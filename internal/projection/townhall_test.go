@@ -53,9 +53,11 @@ func TestApplyQuestionsAsked(t *testing.T) {
 		asked(sid, "¿Tercera?", "a1/k1"),            // the same request again, in the same entry
 		asked(sid, "¿Cuarta?", ""),
 	}})
+	like := func(a cabildo.Asked, place int) cabildo.Asked { a.SimilarTo, a.Similarity = place, 0.8; return a }
 	second := l.add(cabildo.Record{Type: cabildo.RecordQuestionsAsked, Event: ev, Asked: []cabildo.Asked{
-		asked(sid, "¿Tercera?", "a1/k1"), // its retry, stored by another node
-		asked(sid, "¿Quinta?", "a1/k3"),
+		asked(sid, "¿Tercera?", "a1/k1"),         // its retry, stored by another node
+		like(asked(sid, "¿Quinta?", "a1/k3"), 1), // like a question skipped: no flag
+		like(asked(sid, "¿Quinta bis?", ""), 2),  // like the one before it: flagged with its id
 	}})
 	s := projection.New(projection.Options{})
 	applyAll(s, l.entries)
@@ -76,10 +78,20 @@ func TestApplyQuestionsAsked(t *testing.T) {
 		last = st.LastQuestion
 		return 0
 	})
-	want := []got{{3, first, 0, "¿Tercera?"}, {4, first, 3, "¿Cuarta?"}, {5, second, 1, "¿Quinta?"}}
-	if len(gotQs) != 5 || !slices.Equal(gotQs[2:], want) || last != 5 {
-		t.Fatalf("questions %+v (last %d), want 1, 2 then %+v (last 5)", gotQs, last, want)
+	want := []got{{3, first, 0, "¿Tercera?"}, {4, first, 3, "¿Cuarta?"}, {5, second, 1, "¿Quinta?"}, {6, second, 2, "¿Quinta bis?"}}
+	if len(gotQs) != 6 || !slices.Equal(gotQs[2:], want) || last != 6 {
+		t.Fatalf("questions %+v (last %d), want 1, 2 then %+v (last 6)", gotQs, last, want)
 	}
+	read(t, s, ev, func(st *projection.EventState) int {
+		qa := st.QAOf(sid)
+		if f := qa.Questions[5].Flags; len(f) != 0 {
+			t.Errorf("question 5 is like a skipped item, yet flagged %+v", f)
+		}
+		if f := qa.Questions[6].Flags; len(f) != 1 || f[0].Kind != cabildo.FlagNearDuplicate || f[0].Similar != 5 || f[0].Similarity != 0.8 {
+			t.Errorf("question 6 flags %+v, want near_duplicate of 5", f)
+		}
+		return 0
+	})
 	for key, ref := range map[string]int64{"a1/k1": 3, "a1/k3": 5} {
 		if r, ok := s.Idempotent(ev, key); !ok || r.Ref != ref || r.RequestHash == "" {
 			t.Errorf("key %s remembered as %+v, %v; want question %d", key, r, ok, ref)

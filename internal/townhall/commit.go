@@ -27,6 +27,10 @@ type committer[T any] struct {
 	what     string // "vote", "question": for the messages clients see
 	// record builds the log entry that holds items, all of one event.
 	record func(event string, items []T) cabildo.Record
+	// prepare, when set, may change the items of an entry just before it is appended;
+	// after is the sequence of this committer's previous entry (0 for none).
+	prepare func(event string, items []T, after uint64)
+	last    uint64 // the sequence of the previous entry; run's goroutine only
 
 	mu      sync.Mutex
 	pending map[string][]*write[T] // by event
@@ -126,6 +130,9 @@ func (c *committer[T]) run() {
 		}
 		c.mu.Unlock()
 		seq, dup, err := c.append(event, batch)
+		if err == nil {
+			c.last = seq
+		}
 		if err != nil {
 			// The log is not taking appends: the writes queued meanwhile would only wait
 			// for the same answer, one timeout later. They get it now.
@@ -167,6 +174,9 @@ func (c *committer[T]) append(event string, batch []*write[T]) (seq uint64, dup 
 	items := make([]T, len(batch))
 	for i, w := range batch {
 		items[i] = w.item
+	}
+	if c.prepare != nil {
+		c.prepare(event, items, c.last)
 	}
 	rec := c.record(event, items)
 	data, err := json.Marshal(rec)

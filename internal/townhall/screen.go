@@ -133,11 +133,60 @@ func (s *screener) flags(text string, qa *cabildo.QA) []cabildo.Flag {
 	}
 	s.mu.Unlock()
 	if best != 0 {
-		out = append(out, cabildo.Flag{Kind: cabildo.FlagNearDuplicate, Similar: best,
-			Similarity: float64(int(bestSim*100)) / 100})
+		out = append(out, cabildo.Flag{Kind: cabildo.FlagNearDuplicate, Similar: best, Similarity: truncate2(bestSim)})
 	}
 	return out
 }
+
+// screenAt flags question i of a log entry: against its session's questions (flags), and
+// against the questions before it in the entry. Those have no id until the entry is
+// applied, so when one of them is the nearer, the question names it by its place
+// (Asked.SimilarTo) and the projection turns that into the near_duplicate flag. qa is the
+// session's town hall as the projection has it (nil if it has none yet); mine holds the
+// stems of the entry's questions screened so far.
+func (s *screener) screenAt(asked []cabildo.Asked, i int, qa *cabildo.QA, mine []map[string]bool) {
+	a := &asked[i]
+	q := &a.Question
+	if qa == nil {
+		qa = cabildo.NewQA(q.Session)
+	}
+	q.Flags = s.flags(q.Text, qa)
+	mine[i] = stems(tokens(q.Text))
+	best := 0.0
+	for _, f := range q.Flags {
+		if f.Kind == cabildo.FlagNearDuplicate {
+			best = f.Similarity
+		}
+	}
+	a.SimilarTo, a.Similarity = 0, 0
+	for j := range i {
+		if asked[j].Question.Session != q.Session {
+			continue
+		}
+		if sim := similarity(mine[i], mine[j]); sim >= nearDuplicate && sim > best {
+			best, a.SimilarTo, a.Similarity = sim, j+1, sim
+		}
+	}
+	if a.SimilarTo > 0 {
+		q.Flags = slices.DeleteFunc(q.Flags, func(f cabildo.Flag) bool { return f.Kind == cabildo.FlagNearDuplicate })
+	}
+}
+
+// similarity is how alike two questions' stem sets are (shared over all), to two decimals.
+func similarity(a, b map[string]bool) float64 {
+	shared := 0
+	for st := range a {
+		if b[st] {
+			shared++
+		}
+	}
+	if shared == 0 {
+		return 0
+	}
+	return truncate2(float64(shared) / float64(len(a)+len(b)-shared))
+}
+
+func truncate2(x float64) float64 { return float64(int(x*100)) / 100 }
 
 // index brings the session's stem index up to qa: new questions, and edited texts.
 // Called with s.mu held.

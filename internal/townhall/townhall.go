@@ -50,13 +50,29 @@ func New(commits *schedule.Service, log Log, view *projection.Store, opts Option
 	if opts.MaxBatch <= 0 {
 		opts.MaxBatch = 1000
 	}
-	return &Service{commits: commits, view: view, screen: newScreener(opts.Words),
+	s := &Service{commits: commits, view: view, screen: newScreener(opts.Words),
 		votes: newCommitter(log, opts.MaxBatch, "vote", func(event string, votes []cabildo.VoteOp) cabildo.Record {
 			return cabildo.Record{Type: cabildo.RecordVotesCast, Event: event, Votes: votes}
 		}),
 		asks: newCommitter(log, max(1, opts.MaxBatch/10), "question", func(event string, asked []cabildo.Asked) cabildo.Record {
 			return cabildo.Record{Type: cabildo.RecordQuestionsAsked, Event: event, Asked: asked}
 		})}
+	s.asks.prepare = s.screenAsked
+	return s
+}
+
+// screenAsked flags the questions of an entry about to be appended, against everything
+// this node's projection holds, once it holds this node's previous entry too (the last
+// entry's questions are the likeliest to be repeated in a burst), and against each other.
+func (s *Service) screenAsked(event string, asked []cabildo.Asked, after uint64) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	_ = s.view.WaitFor(ctx, after) // late: screen against what there is
+	cancel()
+	mine := make([]map[string]bool, len(asked))
+	for i := range asked {
+		// One question per read, so the projection never waits for a whole entry's screening.
+		s.view.Read(event, func(st *projection.EventState) { s.screen.screenAt(asked, i, st.QAOf(asked[i].Question.Session), mine) })
+	}
 }
 
 // Close stops the committers after the entries in flight; writes still queued fail as
@@ -82,8 +98,9 @@ type Asker struct {
 
 // Ask stores a question. It is open to anyone with an attendee token while the session's
 // Q&A is open; a moderated session (the default) holds it for a moderator, and so does
-// any flag, even in an unmoderated one. The result's ID is the question's; Replayed says
-// an earlier request with the same Idempotency-Key asked it.
+// any flag, even in an unmoderated one. Flags are set as the question's log entry is
+// written (screenAsked). The result's ID is the question's; Replayed says an earlier
+// request with the same Idempotency-Key asked it.
 func (s *Service) Ask(ctx context.Context, req schedule.Request, event, sessionRef string, in Ask) (schedule.Result, error) {
 	if req.IdempotencyKey != "" {
 		if r, ok := s.view.Idempotent(event, req.IdempotencyKey); ok {
@@ -111,9 +128,7 @@ func (s *Service) Ask(ctx context.Context, req schedule.Request, event, sessionR
 		qa := st.QAOf(sess.ID)
 		if qa == nil || !qa.Open {
 			err = cabildo.Errorf(cabildo.CodeQAClosed, "this session is not taking questions now")
-			return
 		}
-		q.Flags = s.screen.flags(q.Text, qa)
 	}) {
 		return schedule.Result{}, errNoEvent(event)
 	}

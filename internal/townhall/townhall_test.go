@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -203,6 +204,104 @@ func TestAsksAreGroupCommitted(t *testing.T) {
 		t.Fatalf("%d questions stored in %d log entries, want %d in fewer entries", len(order), entries, askers)
 	}
 	t.Logf("%d questions in %d log entries", askers, entries)
+}
+
+// A burst of the same question, worded a little differently each time, reaches the
+// moderators flagged: every copy but the first names an earlier one to merge into, though
+// they travel in one log entry and have no ids when they are screened.
+func TestBurstOfNearDuplicatesIsFlagged(t *testing.T) {
+	n := newNode(t)
+	ref := n.session(t)
+	// Something else first, held in its append until the burst has queued behind it, so
+	// that the burst is one entry: none of it is in the projection when it is screened.
+	gate := &gatedLog{Log: n.log, gate: make(chan struct{}), held: make(chan struct{})}
+	svc := New(n.sched, gate, n.store, Options{})
+	t.Cleanup(svc.Close)
+	const askers = 40
+	var wg sync.WaitGroup
+	errs := make(chan error, askers+1)
+	wg.Go(func() {
+		if _, err := svc.Ask(bg, schedule.Request{Actor: "attendee:first"}, "th", ref, Ask{Text: "¿Habrá transporte nocturno?"}); err != nil {
+			errs <- err
+		}
+	})
+	<-gate.held
+	for i := range askers {
+		wg.Go(func() {
+			text := []string{"¿Cuándo se publicará el presupuesto municipal de este año?",
+				"¿Cuándo publicarán el presupuesto municipal de este año?",
+				"cuando se publicara el presupuesto municipal de este año"}[i%3]
+			if _, err := svc.Ask(bg, schedule.Request{Actor: fmt.Sprintf("attendee:a%d", i)}, "th", ref, Ask{Text: text}); err != nil {
+				errs <- err
+			}
+		})
+	}
+	for queued := 0; queued < askers; time.Sleep(time.Millisecond) {
+		svc.asks.mu.Lock()
+		queued = len(svc.asks.pending["th"])
+		svc.asks.mu.Unlock()
+	}
+	close(gate.gate)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	var qa *cabildo.QA
+	n.store.Read("th", func(st *projection.EventState) {
+		s, _, _ := schedule.FindSession(st, ref)
+		qa = st.QAOf(s.ID)
+	})
+	n.mu.Lock()
+	entries := n.asked
+	n.mu.Unlock()
+	if len(qa.Order) != askers+1 || entries != 2 {
+		t.Fatalf("%d questions in %d entries: want %d in 2", len(qa.Order), entries, askers+1)
+	}
+	var burst []int64
+	for _, id := range qa.Order {
+		if q := qa.Questions[id]; q.Attendee != "first" {
+			burst = append(burst, id)
+		}
+	}
+	siblings := 0 // flagged as like a question of the same entry
+	for _, id := range burst[1:] {
+		q := qa.Questions[id]
+		var near []cabildo.Flag
+		for _, f := range q.Flags {
+			if f.Kind == cabildo.FlagNearDuplicate {
+				near = append(near, f)
+			}
+		}
+		if len(near) != 1 || near[0].Similar >= id || !slices.Contains(burst, near[0].Similar) || near[0].Similarity < 0.6 {
+			t.Fatalf("question %d (%q) flags %+v: want one near_duplicate naming an earlier question", id, q.Text, q.Flags)
+		}
+		if qa.Questions[near[0].Similar].Stored == q.Stored {
+			siblings++
+		}
+	}
+	if f := qa.Questions[burst[0]].Flags; len(f) != 0 {
+		t.Fatalf("the burst's first question is flagged %+v", f)
+	}
+	if siblings != askers-1 {
+		t.Fatalf("%d of the entry's %d questions flagged as like another of it, want %d", siblings, askers, askers-1)
+	}
+}
+
+// gatedLog holds its first append until gate is closed.
+type gatedLog struct {
+	Log
+	gate chan struct{}
+	held chan struct{} // closed once the first append waits
+	once sync.Once
+}
+
+func (g *gatedLog) Append(ctx context.Context, subject string, data []byte, expect *uint64, msgID string) (uint64, bool, error) {
+	g.once.Do(func() {
+		close(g.held)
+		<-g.gate
+	})
+	return g.Log.Append(ctx, subject, data, expect, msgID)
 }
 
 // Sends of one Idempotency-Key give one question, whether they wait together for the
