@@ -254,13 +254,17 @@ func (s *Service) moderationCommit(ctx context.Context, req schedule.Request, ev
 	}
 }
 
-// Vote casts (up) or withdraws an attendee's vote for a question and returns the log
-// sequence holding it, once this node's projection has applied it. The vote is checked
-// here and applied only if the question still takes votes when its batch reaches the log.
+// Vote casts (up) or withdraws an attendee's vote for a question and returns a log
+// sequence at which the question's count includes it (the entry holding it, or a later
+// one), once this node's projection has applied it. The vote is checked here and applied
+// only if the question still takes votes when its batch reaches the log. A vote that is
+// already counted (or a withdrawal of one that is not) changes nothing and is not appended
+// again: a device voting a thousand times costs one log entry, not a thousand.
 func (s *Service) Vote(ctx context.Context, event, sessionRef string, question int64, who string, up bool) (uint64, error) {
 	var (
-		op  cabildo.VoteOp
-		err error
+		op   cabildo.VoteOp
+		err  error
+		done uint64 // the question's version, when the vote is counted already
 	)
 	found := s.view.Read(event, func(st *projection.EventState) {
 		sess, _, ferr := schedule.FindSession(st, sessionRef)
@@ -280,6 +284,8 @@ func (s *Service) Vote(ctx context.Context, event, sessionRef string, question i
 			err = cabildo.Errorf(cabildo.CodeNotFound, "question %d does not exist in this session", question)
 		case !q.State.Votable():
 			err = cabildo.Errorf(cabildo.CodeInvalidTransition, "a question that is %s takes no votes", q.State)
+		case qa.Voted(q, who) == up:
+			done = q.Version
 		default:
 			op = cabildo.VoteOp{Session: sess.ID, Question: q.ID, Attendee: who, Up: up}
 		}
@@ -287,8 +293,8 @@ func (s *Service) Vote(ctx context.Context, event, sessionRef string, question i
 	if !found {
 		return 0, errNoEvent(event)
 	}
-	if err != nil {
-		return 0, err
+	if err != nil || done != 0 {
+		return done, err
 	}
 	seq, _, _, err := s.votes.submit(ctx, event, "", "", op)
 	if err != nil {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -382,40 +383,38 @@ func TestAskKeyRaceInTheLog(t *testing.T) {
 	}
 }
 
-// With the log gone, a question fails as unavailable within the append timeout, and so
-// do the questions queued behind it.
-func TestAskFailsWhenTheLogIsGone(t *testing.T) {
+// A vote already counted, or a withdrawal of one that is not, changes nothing and adds
+// nothing to the log; the version it answers still shows the count that includes it.
+func TestRepeatedVoteIsNotStoredAgain(t *testing.T) {
 	n := newNode(t)
 	ref := n.session(t)
-	n.ask(t, ref, "asker", "¿Cuándo habrá datos abiertos de contratación?")
-	n.emb.Shutdown()
-	start := time.Now()
-	ctx, cancel := context.WithTimeout(bg, 10*time.Second)
-	defer cancel()
-	var wg sync.WaitGroup
-	codes := make(chan cabildo.Code, 20)
-	for i := range cap(codes) {
-		wg.Go(func() {
-			_, err := n.svc.Ask(ctx, schedule.Request{Actor: fmt.Sprintf("attendee:a%d", i)}, "th", ref,
-				Ask{Text: fmt.Sprintf("Pregunta %d sin registro", i)})
-			codes <- cabildo.ErrorCode(err)
-		})
+	q := n.ask(t, ref, "asker", "¿Cuándo habrá datos abiertos de contratación?")
+	entries := func() int {
+		n.mu.Lock()
+		defer n.mu.Unlock()
+		return n.batches
 	}
-	wg.Wait()
-	close(codes)
-	for code := range codes {
-		if code != cabildo.CodeUnavailable {
-			t.Fatalf("question with NATS down: %q, want unavailable", code)
+	for _, step := range []struct {
+		up      bool
+		entries int
+		votes   int
+	}{{true, 1, 1}, {true, 1, 1}, {true, 1, 1}, {false, 2, 0}, {false, 2, 0}, {true, 3, 1}} {
+		v, err := n.svc.Vote(bg, "th", ref, q, "voter", step.up)
+		if err != nil {
+			t.Fatal(err)
 		}
-	}
-	if d := time.Since(start); d > 3*time.Second {
-		t.Fatalf("20 questions failed after %v, want within the 1 s append timeout (+ slack)", d)
+		got := n.question(ref, q)
+		if entries() != step.entries || got.Votes != step.votes || v == 0 || v > got.Version {
+			t.Fatalf("vote %v: %d log entries, %d votes, version %d (question at %d); want %d entries, %d votes",
+				step.up, entries(), got.Votes, v, got.Version, step.entries, step.votes)
+		}
 	}
 }
 
-// With the log gone, a vote fails as unavailable within the append timeout: never a hang,
-// never an acknowledgement for something not stored.
-func TestVoteFailsWhenTheLogIsGone(t *testing.T) {
+// With the log gone, questions and votes fail as unavailable within the append timeout,
+// those queued behind the failing append too: never a hang, never an acknowledgement for
+// something not stored.
+func TestWritesFailWhenTheLogIsGone(t *testing.T) {
 	n := newNode(t)
 	ref := n.session(t)
 	q := n.ask(t, ref, "asker", "¿Cuándo habrá datos abiertos de contratación?")
@@ -423,12 +422,28 @@ func TestVoteFailsWhenTheLogIsGone(t *testing.T) {
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(bg, 10*time.Second)
 	defer cancel()
-	_, err := n.svc.Vote(ctx, "th", ref, q, "voter", true)
-	if code := cabildo.ErrorCode(err); code != cabildo.CodeUnavailable {
-		t.Fatalf("vote with NATS down: %v, want unavailable", err)
+	var wg sync.WaitGroup
+	codes := make(chan string, 40)
+	for i := range 20 {
+		wg.Go(func() {
+			_, err := n.svc.Ask(ctx, schedule.Request{Actor: fmt.Sprintf("attendee:a%d", i)}, "th", ref,
+				Ask{Text: fmt.Sprintf("Pregunta %d sin registro", i)})
+			codes <- "question: " + string(cabildo.ErrorCode(err))
+		})
+		wg.Go(func() {
+			_, err := n.svc.Vote(ctx, "th", ref, q, fmt.Sprintf("voter-%d", i), true)
+			codes <- "vote: " + string(cabildo.ErrorCode(err))
+		})
+	}
+	wg.Wait()
+	close(codes)
+	for code := range codes {
+		if !strings.HasSuffix(code, ": "+string(cabildo.CodeUnavailable)) {
+			t.Fatalf("%s with NATS down, want unavailable", code)
+		}
 	}
 	if d := time.Since(start); d > 3*time.Second {
-		t.Fatalf("vote failed after %v, want within the 1 s append timeout (+ slack)", d)
+		t.Fatalf("20 questions and 20 votes failed after %v, want within the 1 s append timeout (+ slack)", d)
 	}
 }
 
