@@ -87,25 +87,20 @@ func (ch *Channels) feedFor(event string, session int64, create bool) *feed {
 func (ch *Channels) onTownHall(a projection.Applied) {
 	rec := a.Record
 	var sessions []int64
-	switch {
-	case rec.Asked != nil:
-		for _, a := range rec.Asked {
-			if !slices.Contains(sessions, a.Question.Session) {
-				sessions = append(sessions, a.Question.Session)
-			}
-		}
-	case rec.Moderation != nil:
-		sessions = []int64{rec.Moderation.Session}
-	case rec.QASettings != nil:
-		sessions = []int64{rec.QASettings.Session}
-	case rec.Votes != nil:
-		for _, v := range rec.Votes {
-			if !slices.Contains(sessions, v.Session) {
-				sessions = append(sessions, v.Session)
-			}
-		}
+	for _, a := range rec.Asked {
+		sessions = append(sessions, a.Question.Session)
 	}
-	for _, s := range sessions {
+	for _, v := range rec.Votes {
+		sessions = append(sessions, v.Session)
+	}
+	if rec.Moderation != nil {
+		sessions = append(sessions, rec.Moderation.Session)
+	}
+	if rec.QASettings != nil {
+		sessions = append(sessions, rec.QASettings.Session)
+	}
+	slices.Sort(sessions)
+	for _, s := range slices.Compact(sessions) {
 		f := ch.feedFor(a.Event, s, false)
 		if f == nil {
 			continue

@@ -72,14 +72,26 @@ func (s *Service) Commit(ctx context.Context, req Request, event string, build B
 	return s.commit(ctx, req, event, build)
 }
 
+// Replay answers a request whose Idempotency-Key this node has applied already: with the
+// first request's result if it is the same request, with idempotency_key_reused if its
+// content differs. ok is false when the key is new (or the request has none).
+func (s *Service) Replay(event string, req Request) (res Result, ok bool, err error) {
+	if req.IdempotencyKey == "" {
+		return Result{}, false, nil
+	}
+	r, ok := s.view.Idempotent(event, req.IdempotencyKey)
+	switch {
+	case !ok:
+		return Result{}, false, nil
+	case r.RequestHash != req.Hash:
+		return Result{}, true, ErrKeyReused()
+	}
+	return Result{Seq: r.Seq, Subject: r.Subject, ID: r.Ref, Replayed: true}, true, nil
+}
+
 func (s *Service) commit(ctx context.Context, req Request, event string, build Builder) (Result, error) {
-	if req.IdempotencyKey != "" {
-		if r, ok := s.view.Idempotent(event, req.IdempotencyKey); ok {
-			if r.RequestHash != req.Hash {
-				return Result{}, errKeyReused()
-			}
-			return Result{Seq: r.Seq, Subject: r.Subject, Replayed: true}, nil
-		}
+	if res, ok, err := s.Replay(event, req); ok {
+		return res, err
 	}
 	var (
 		rec    cabildo.Record
@@ -123,16 +135,20 @@ func (s *Service) commit(ctx context.Context, req Request, event string, build B
 	res := Result{Seq: seq, Subject: subject, Created: expect == 0 || expect == AnyOrder}
 	if dup {
 		// The log already held this key's record, from a retry we raced with.
-		r, ok := s.view.Idempotent(event, req.IdempotencyKey)
-		if !ok || r.RequestHash != req.Hash {
-			return Result{}, errKeyReused()
+		r, ok, err := s.Replay(event, req)
+		if !ok {
+			err = ErrKeyReused()
 		}
-		res = Result{Seq: r.Seq, Subject: r.Subject, Replayed: true}
+		if err != nil {
+			return Result{}, err
+		}
+		res = r
 	}
 	return res, nil
 }
 
-func errKeyReused() error {
+// ErrKeyReused is the answer to an Idempotency-Key sent again with another request.
+func ErrKeyReused() error {
 	return cabildo.Errorf(cabildo.CodeIdempotencyKeyReused,
 		"this Idempotency-Key was already used for a different request")
 }

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/cabildo/cabildo/internal/cabildo"
+	"github.com/cabildo/cabildo/internal/schedule"
 )
 
 // committer group-commits one kind of town-hall write (votes, questions): one goroutine
@@ -76,7 +77,7 @@ func (c *committer[T]) submit(ctx context.Context, event, key, hash string, item
 		if first, ok := c.keyed[w.key]; ok {
 			c.mu.Unlock()
 			if first.hash != hash {
-				return 0, 0, false, errKeyReused()
+				return 0, 0, false, schedule.ErrKeyReused()
 			}
 			seq, index, _, err := c.wait(ctx, first)
 			return seq, index, true, err
@@ -121,7 +122,7 @@ func (c *committer[T]) run() {
 		batch := c.pending[event]
 		if len(batch) > c.maxBatch {
 			c.pending[event] = batch[c.maxBatch:]
-			batch = batch[:c.maxBatch]
+			batch = batch[:c.maxBatch:c.maxBatch] // appending to it must not write over the rest
 			// This event goes to the back, so one event's flood cannot starve another's.
 			c.order = append(c.order[1:], event)
 		} else {
@@ -132,8 +133,7 @@ func (c *committer[T]) run() {
 		seq, dup, err := c.append(event, batch)
 		if err == nil {
 			c.last = seq
-		}
-		if err != nil {
+		} else {
 			// The log is not taking appends: the writes queued meanwhile would only wait
 			// for the same answer, one timeout later. They get it now.
 			batch = append(batch, c.takeAll()...)
@@ -213,9 +213,4 @@ func (c *committer[T]) close() {
 func (c *committer[T]) unavailable(err error) error {
 	return &cabildo.Error{Code: cabildo.CodeUnavailable, RetryAfter: time.Second, Err: err,
 		Message: fmt.Sprintf("this node is shutting down; send the %s again", c.what)}
-}
-
-func errKeyReused() error {
-	return cabildo.Errorf(cabildo.CodeIdempotencyKeyReused,
-		"this Idempotency-Key was already used for a different request")
 }

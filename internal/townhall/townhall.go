@@ -102,13 +102,8 @@ type Asker struct {
 // written (screenAsked). The result's ID is the question's; Replayed says an earlier
 // request with the same Idempotency-Key asked it.
 func (s *Service) Ask(ctx context.Context, req schedule.Request, event, sessionRef string, in Ask) (schedule.Result, error) {
-	if req.IdempotencyKey != "" {
-		if r, ok := s.view.Idempotent(event, req.IdempotencyKey); ok {
-			if r.RequestHash != req.Hash {
-				return schedule.Result{}, errKeyReused()
-			}
-			return schedule.Result{Seq: r.Seq, Subject: r.Subject, ID: r.Ref, Replayed: true}, nil
-		}
+	if res, ok, err := s.commits.Replay(event, req); ok {
+		return res, err
 	}
 	q := cabildo.Question{Text: in.Text, Lang: in.Lang, Name: in.Name}
 	if err := q.NormalizeAsk(); err != nil {
@@ -151,22 +146,16 @@ func (s *Service) Ask(ctx context.Context, req schedule.Request, event, sessionR
 			}
 		}
 	})
-	if req.IdempotencyKey == "" {
-		if res.ID == 0 {
-			return res, cabildo.Errorf(cabildo.CodeNotFound, "the session was removed while the question was stored")
-		}
-		return res, nil
-	}
 	// The log may hold this key's question from a request we raced with (on another
 	// node, or before this node's restart): the projection applied the first one only.
-	r, ok := s.view.Idempotent(event, req.IdempotencyKey)
+	first, ok, err := s.commits.Replay(event, req)
 	switch {
-	case !ok:
+	case err != nil:
+		return schedule.Result{}, err
+	case ok && (first.ID != res.ID || replayed):
+		return first, nil
+	case res.ID == 0:
 		return res, cabildo.Errorf(cabildo.CodeNotFound, "the session was removed while the question was stored")
-	case r.RequestHash != req.Hash:
-		return schedule.Result{}, errKeyReused()
-	case r.Ref != res.ID || replayed:
-		return schedule.Result{Seq: r.Seq, Subject: r.Subject, ID: r.Ref, Replayed: true}, nil
 	}
 	return res, nil
 }
