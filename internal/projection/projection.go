@@ -196,7 +196,7 @@ func (s *Store) SubjectSeq(subject string) uint64 {
 func (s *Store) Idempotent(event, key string) (Idempotent, bool) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	r, ok := s.idem[event+"\x00"+key]
+	r, ok := s.idem[idemKey(event, key)]
 	return r, ok
 }
 
@@ -350,6 +350,9 @@ func (s *Store) apply(seq uint64, subject string, at time.Time, rec cabildo.Reco
 // the log's own de-duplication window gets the same answer.
 func (s *Store) remember(rec cabildo.Record, seq uint64, subject string, at time.Time) {
 	if rec.IdempotencyKey != "" {
-		s.idem[rec.Event+"\x00"+rec.IdempotencyKey] = Idempotent{Seq: seq, RequestHash: rec.RequestHash, Subject: subject, At: at}
+		s.idem[idemKey(rec.Event, rec.IdempotencyKey)] = Idempotent{Seq: seq, RequestHash: rec.RequestHash, Subject: subject, At: at}
 	}
 }
+
+// idemKey is where an event's Idempotency-Key is remembered.
+func idemKey(event, key string) string { return event + "\x00" + key }

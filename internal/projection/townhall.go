@@ -43,7 +43,7 @@ func (s *Store) applyTownHall(st *EventState, seq uint64, subject string, at tim
 	case cabildo.RecordQuestionsAsked:
 		ids := make([]int64, len(rec.Asked)) // 0 for an item skipped
 		for i, a := range rec.Asked {
-			key := rec.Event + "\x00" + a.IdempotencyKey
+			key := idemKey(rec.Event, a.IdempotencyKey)
 			if _, seen := s.idem[key]; seen && a.IdempotencyKey != "" {
 				continue
 			}
