@@ -177,6 +177,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Name: "cabildo_websocket_slow_consumers_total", Help: "Websockets closed because they could not keep up.",
 	}, func() float64 { return float64(hub.Stats().SlowConsumers) }))
+	registerTownHallMetrics(reg, th)
 	api := httpapi.New(httpapi.Options{
 		Logger: log, Store: store, Schedule: svc, Tokens: keys, Cache: cc, Registry: reg,
 		OpenAPI: mobileapi.OpenAPI, TrustedProxies: cfg.TrustedProxies,
@@ -346,4 +347,31 @@ func printWelcome(w io.Writer, addr net.Addr, store *projection.Store, cfg confi
 		}
 	})
 	fmt.Fprintf(w, "  contract: %s/openapi.yaml\n", base)
+}
+
+// registerTownHallMetrics exports the town hall's group commits: log entries appended,
+// writes they held (their ratio is the mean batch) and writes refused when an append
+// failed, for votes and for questions.
+func registerTownHallMetrics(reg *prometheus.Registry, th *townhall.Service) {
+	kinds := map[string]func() townhall.CommitStats{
+		"vote":     func() townhall.CommitStats { v, _ := th.Stats(); return v },
+		"question": func() townhall.CommitStats { _, q := th.Stats(); return q },
+	}
+	for kind, stats := range kinds {
+		labels := prometheus.Labels{"kind": kind}
+		for _, m := range []struct {
+			name, help string
+			value      func(townhall.CommitStats) uint64
+		}{
+			{"cabildo_townhall_log_entries_total", "Log entries this node appended for group-committed town-hall writes.",
+				func(s townhall.CommitStats) uint64 { return s.Entries }},
+			{"cabildo_townhall_writes_stored_total", "Town-hall writes stored in those entries.",
+				func(s townhall.CommitStats) uint64 { return s.Stored }},
+			{"cabildo_townhall_writes_failed_total", "Town-hall writes refused because their append failed or the node was closing.",
+				func(s townhall.CommitStats) uint64 { return s.Failed }},
+		} {
+			reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: m.name, Help: m.help, ConstLabels: labels},
+				func() float64 { return float64(m.value(stats())) }))
+		}
+	}
 }

@@ -418,6 +418,20 @@ func TestTownHallWalkthrough(t *testing.T) {
 	if got, _ := thFind(pub.Questions, q.ID); got.Votes != 2 {
 		t.Fatalf("public votes %d, want 2", got.Votes)
 	}
+	// The node's metrics: one question and four votes stored (A's repeated vote changed
+	// nothing and was not stored again), nothing refused.
+	for name, want := range map[string]float64{
+		`cabildo_townhall_writes_stored_total{kind="question"}`: 1,
+		`cabildo_townhall_writes_stored_total{kind="vote"}`:     4,
+		`cabildo_townhall_writes_failed_total{kind="vote"}`:     0,
+	} {
+		if got := metricValue(t, e.n, name); got != want {
+			t.Errorf("%s = %v, want %v", name, got, want)
+		}
+	}
+	if got := metricValue(t, e.n, `cabildo_townhall_log_entries_total{kind="vote"}`); got < 1 || got > 4 {
+		t.Errorf("vote log entries %v, want 1 to 4 for 4 votes", got)
+	}
 
 	mine := e.mine(t, a.Token)
 	if len(mine.Questions) != 1 || mine.Questions[0].ID != q.ID || mine.Questions[0].State != "approved" ||

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cabildo/cabildo/internal/cabildo"
@@ -39,6 +40,19 @@ type committer[T any] struct {
 	keyed   map[string]*write[T]   // waiting or in flight, by event and key
 	running bool
 	closed  bool
+
+	entries, stored, failed atomic.Uint64 // for CommitStats
+}
+
+// CommitStats counts one kind of group-committed write on this node: log entries
+// appended, writes they held, and writes refused because their append failed (or the node
+// was closing). Stored over Entries is the mean batch.
+type CommitStats struct {
+	Entries, Stored, Failed uint64
+}
+
+func (c *committer[T]) stats() CommitStats {
+	return CommitStats{Entries: c.entries.Load(), Stored: c.stored.Load(), Failed: c.failed.Load()}
 }
 
 // write is one waiting write; done is closed once seq and err (and item's index in the
@@ -144,6 +158,12 @@ func (c *committer[T]) run() {
 
 // answer tells each write of a batch how it went.
 func (c *committer[T]) answer(batch []*write[T], seq uint64, dup bool, err error) {
+	if err != nil {
+		c.failed.Add(uint64(len(batch)))
+	} else {
+		c.entries.Add(1)
+		c.stored.Add(uint64(len(batch)))
+	}
 	c.mu.Lock()
 	for _, w := range batch {
 		if w.key != "" && c.keyed[w.key] == w {

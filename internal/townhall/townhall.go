@@ -75,6 +75,9 @@ func (s *Service) screenAsked(event string, asked []cabildo.Asked, after uint64)
 	}
 }
 
+// Stats counts this node's group commits of votes and of questions.
+func (s *Service) Stats() (votes, questions CommitStats) { return s.votes.stats(), s.asks.stats() }
+
 // Close stops the committers after the entries in flight; writes still queued fail as
 // unavailable, so their clients retry on another node.
 func (s *Service) Close() {

@@ -204,6 +204,11 @@ func TestAsksAreGroupCommitted(t *testing.T) {
 	if len(order) != askers || entries >= askers {
 		t.Fatalf("%d questions stored in %d log entries, want %d in fewer entries", len(order), entries, askers)
 	}
+	// The node's own count (for its metrics) agrees: the session's first question came
+	// before the burst.
+	if _, st := n.svc.Stats(); st.Stored != askers || int(st.Entries) != entries || st.Failed != 0 {
+		t.Fatalf("commit stats %+v, want %d stored in %d entries, none failed", st, askers, entries)
+	}
 	t.Logf("%d questions in %d log entries", askers, entries)
 }
 
@@ -444,6 +449,9 @@ func TestWritesFailWhenTheLogIsGone(t *testing.T) {
 	}
 	if d := time.Since(start); d > 3*time.Second {
 		t.Fatalf("20 questions and 20 votes failed after %v, want within the 1 s append timeout (+ slack)", d)
+	}
+	if v, q := n.svc.Stats(); v.Failed != 20 || q.Failed != 20 || v.Stored != 0 || q.Stored != 1 {
+		t.Fatalf("commit stats: votes %+v, questions %+v; want 20 failed of each and only the first question stored", v, q)
 	}
 }
 
