@@ -6,7 +6,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"path/filepath"
 	"regexp"
@@ -94,31 +93,14 @@ func (e *thwsEnv) attendee(t *testing.T) string {
 }
 
 func (e *thwsEnv) send(n *node, method, path, tok string, body any) (response, error) {
-	var rd io.Reader
+	var b []byte
 	if body != nil {
-		b, err := json.Marshal(body)
-		if err != nil {
+		var err error
+		if b, err = json.Marshal(body); err != nil {
 			return response{}, err
 		}
-		rd = bytes.NewReader(b)
 	}
-	hr, err := http.NewRequest(method, n.base+path, rd)
-	if err != nil {
-		return response{}, err
-	}
-	if body != nil {
-		hr.Header.Set("Content-Type", "application/json")
-	}
-	if tok != "" {
-		hr.Header.Set("Authorization", "Bearer "+tok)
-	}
-	resp, err := e.http.Do(hr)
-	if err != nil {
-		return response{}, err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	return response{Status: resp.StatusCode, Header: resp.Header, Body: b}, err
+	return thSend(e.http, method, n.base+path, tok, b)
 }
 
 // attendees mints k attendee tokens, a few at a time.
