@@ -23,6 +23,8 @@ const (
 	CodeUnauthorized         Code = "unauthorized"           // no or invalid credentials
 	CodeForbidden            Code = "forbidden"              // valid credentials, not allowed
 	CodePayloadTooLarge      Code = "payload_too_large"
+	CodeHeadersTooLarge      Code = "headers_too_large" // a header line, or all of them, over the server's buffer
+	CodeRequestTimeout       Code = "request_timeout"   // the request was not sent whole in time
 	CodeUnsupportedMedia     Code = "unsupported_media_type"
 	CodeMethodNotAllowed     Code = "method_not_allowed"
 	CodeVersionTooOld        Code = "version_too_old" // changes before this version are gone: reload

@@ -63,7 +63,9 @@ func (p *Programme) CheckSession(s *Session, force bool) error {
 		f.Add("tags", "too_many", "a session has at most %d tags", MaxTags)
 	}
 	for i, t := range s.Tags {
-		if t == "" || utf8.RuneCountInString(t) > 40 {
+		before := len(f)
+		CheckString(&f, fieldIndex("tags", i), t, false)
+		if len(f) == before && (Visible(t) == 0 || utf8.RuneCountInString(t) > 40) {
 			f.Add(fieldIndex("tags", i), "invalid_tag", "tags are 1 to 40 characters")
 		}
 	}

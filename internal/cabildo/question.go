@@ -129,12 +129,13 @@ type Question struct {
 // NormalizeAsk trims and checks what an attendee sends.
 func (q *Question) NormalizeAsk() error {
 	var f Fields
-	q.Text = strings.Join(strings.Fields(q.Text), " ")
-	q.Name = strings.TrimSpace(q.Name)
+	q.Text = Trim(strings.Join(strings.Fields(q.Text), " "))
+	q.Name = Trim(q.Name)
+	CheckString(&f, "text", q.Text, false)
+	CheckString(&f, "name", q.Name, false)
 	switch n := utf8.RuneCountInString(q.Text); {
-	case !utf8.ValidString(q.Text):
-		f.Add("text", "invalid_utf8", "text must be UTF-8")
-	case n < MinQuestionText:
+	case len(f) > 0:
+	case Visible(q.Text) < MinQuestionText:
 		f.Add("text", "too_short", "a question needs at least %d characters", MinQuestionText)
 	case n > MaxQuestionText:
 		f.Add("text", "too_long", "a question is at most %d characters; this one has %d", MaxQuestionText, n)
@@ -455,9 +456,12 @@ func (qa *QA) plan(m Moderation, moderator string) ([]Effect, error) {
 	switch m.Action {
 	case ActionEdit:
 		e.To = q.State
-		text := strings.Join(strings.Fields(m.Text), " ")
-		if n := utf8.RuneCountInString(text); n < MinQuestionText || n > MaxQuestionText || !utf8.ValidString(text) {
-			var f Fields
+		text := Trim(strings.Join(strings.Fields(m.Text), " "))
+		var f Fields
+		if CheckString(&f, "text", text, false); f != nil {
+			return nil, f.Err()
+		}
+		if n := utf8.RuneCountInString(text); Visible(text) < MinQuestionText || n > MaxQuestionText {
 			f.Add("text", "invalid_length", "the text must have %d to %d characters", MinQuestionText, MaxQuestionText)
 			return nil, f.Err()
 		}

@@ -4,7 +4,6 @@ import (
 	"net/url"
 	"regexp"
 	"slices"
-	"strings"
 	"time"
 	"unicode/utf8"
 )
@@ -42,9 +41,9 @@ func checkText(f *Fields, field string, t Text, required bool, max int) {
 	}
 	for _, l := range [...]struct{ lang, s string }{{"es", t.ES}, {"en", t.EN}} {
 		lang, s := l.lang, l.s
-		if !utf8.ValidString(s) {
-			f.Add(field+"."+lang, "invalid_utf8", "%s.%s is not valid UTF-8", field, lang)
-		} else if utf8.RuneCountInString(s) > max {
+		before := len(*f)
+		CheckString(f, field+"."+lang, s, max > 2*MaxShortText)
+		if len(*f) == before && utf8.RuneCountInString(s) > max {
 			f.Add(field+"."+lang, "too_long", "%s.%s is longer than %d characters", field, lang, max)
 		}
 	}
@@ -74,6 +73,8 @@ func (e *Event) Normalize() error {
 	if e.Country != "" && !countryRE.MatchString(e.Country) {
 		f.Add("country", "invalid_country", "country must be an ISO 3166-1 alpha-2 code such as CR")
 	}
+	e.City = Trim(e.City)
+	CheckString(&f, "city", e.City, false)
 	if utf8.RuneCountInString(e.City) > MaxShortText {
 		f.Add("city", "too_long", "city is longer than %d characters", MaxShortText)
 	}
@@ -162,12 +163,13 @@ func (s *Speaker) Normalize() error {
 		f.Add("id", "invalid_slug", "speaker id must be 2-63 lower-case letters, digits or hyphens")
 	}
 	s.Affiliation, s.Bio = s.Affiliation.trimmed(), s.Bio.trimmed()
-	s.Name = strings.TrimSpace(s.Name)
+	s.Name = Trim(s.Name)
+	before := len(f)
+	CheckString(&f, "name", s.Name, false)
 	switch {
+	case len(f) > before:
 	case s.Name == "":
 		f.Add("name", "required", "name is required")
-	case !utf8.ValidString(s.Name):
-		f.Add("name", "invalid_utf8", "name is not valid UTF-8")
 	case utf8.RuneCountInString(s.Name) > MaxShortText:
 		f.Add("name", "too_long", "name is longer than %d characters", MaxShortText)
 	}

@@ -71,7 +71,30 @@ func load(data []byte) (*Validator, error) {
 		},
 	}
 	opts.WithCustomSchemaErrorFunc(schemaErrorMessage)
+	// A YAML document is text: the contract declares GET /openapi.yaml as a string, and
+	// kin-openapi's own YAML decoder would turn it into an object and hide a mismatch.
+	openapi3filter.RegisterBodyDecoder("application/yaml", yamlText)
 	return &Validator{doc: doc, router: router, problem: problem.Value, opts: opts}, nil
+}
+
+// yamlText reads a YAML body as the string it is, after checking that it is YAML.
+func yamlText(body io.Reader, _ http.Header, _ *openapi3.SchemaRef, _ openapi3filter.EncodingFn) (any, error) {
+	b, err := io.ReadAll(body)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := openapi3.NewLoader().LoadFromData(b); err != nil {
+		return nil, &openapi3filter.ParseError{Kind: openapi3filter.KindInvalidFormat, Cause: err}
+	}
+	return string(b), nil
+}
+
+// transport are statuses the HTTP layer answers for any route before routing: a request
+// that did not arrive in time, or headers over the buffer. openapi.yaml documents them once,
+// under these components.responses.
+var transport = map[int]string{
+	http.StatusRequestTimeout:              "RequestTimeout",
+	http.StatusRequestHeaderFieldsTooLarge: "HeadersTooLarge",
 }
 
 // formats adds what kin-openapi leaves unchecked: it validates date and date-time out of the
@@ -186,6 +209,9 @@ func (v *Validator) checkResponse(req *http.Request, route *routers.Route, param
 	resp := responses.Status(status)
 	if resp == nil && status >= 500 {
 		resp = responses.Default()
+	}
+	if name, ok := transport[status]; resp == nil && ok {
+		resp = v.doc.Components.Responses[name]
 	}
 	if resp == nil || resp.Value == nil {
 		return fmt.Errorf("status %d is not documented for this operation", status)

@@ -2,22 +2,28 @@ package httpapi
 
 import (
 	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"mime"
+	"strconv"
 	"strings"
 	"time"
+
+	"github.com/go-json-experiment/json"
+	"github.com/go-json-experiment/json/jsontext"
 
 	"github.com/gofiber/fiber/v2"
 
 	"github.com/cabildo/cabildo/internal/cabildo"
 )
 
-// decodeBody decodes a JSON request body strictly: the right content type, one JSON value,
-// no unknown fields (a mass-assignment attempt such as "status" or "id" is refused, not
-// ignored), and type errors named by field.
+// decodeBody decodes a JSON request body strictly: the right content type, one JSON object,
+// member names exactly as the contract spells them (a case variant such as "Title" or "EN"
+// is an unknown field, never a near match), no unknown fields (a mass-assignment attempt
+// such as "status" or "id" is refused, not ignored), no member twice, valid UTF-8 only
+// (an invalid byte or a lone surrogate escape is refused, not replaced with U+FFFD), and
+// type errors named by field. A 2xx then always means the server understood every byte.
 func decodeBody(c *fiber.Ctx, v any, mediaTypes ...string) error {
 	ct := c.Get(fiber.HeaderContentType)
 	mt, _, err := mime.ParseMediaType(ct)
@@ -31,42 +37,106 @@ func decodeBody(c *fiber.Ctx, v any, mediaTypes ...string) error {
 	if !ok {
 		return cabildo.Errorf(cabildo.CodeUnsupportedMedia, "send the body as application/json, not %q", ct)
 	}
-	dec := json.NewDecoder(bytes.NewReader(c.Body()))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		return jsonError(err)
+	return decodeStrict(c.Body(), v)
+}
+
+// strict is how every JSON the server accepts is read, bodies and websocket frames alike.
+// encoding/json matches member names case-insensitively and replaces invalid UTF-8, so
+// {"title":{"EN":"…"}} would be accepted as if it meant something; the v2 decoder is exact.
+var strict = json.JoinOptions(json.RejectUnknownMembers(true))
+
+// decodeStrict decodes one JSON object into v under the strict rules of decodeBody.
+func decodeStrict(b []byte, v any) error {
+	trimmed := bytes.TrimLeft(b, " \t\r\n")
+	switch {
+	case len(trimmed) == 0:
+		return cabildo.Errorf(cabildo.CodeInvalidRequest, "the body is empty; send a JSON object")
+	case trimmed[0] != '{':
+		// null, arrays and scalars would otherwise decode into nothing and look accepted.
+		if err := json.Unmarshal(b, new(jsontext.Value)); err != nil {
+			return jsonError(err)
+		}
+		return cabildo.Errorf(cabildo.CodeInvalidRequest, "the body must be a JSON object, not %s", kindName(jsontext.Value(trimmed).Kind()))
 	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return cabildo.Errorf(cabildo.CodeInvalidRequest, "the body must hold exactly one JSON value")
+	if err := json.Unmarshal(b, v, strict); err != nil {
+		return jsonError(err)
 	}
 	return nil
 }
 
 func jsonError(err error) error {
 	var (
-		syntax *json.SyntaxError
-		typ    *json.UnmarshalTypeError
+		syntax   *jsontext.SyntacticError
+		semantic *json.SemanticError
 	)
 	switch {
-	case errors.Is(err, io.EOF):
-		return cabildo.Errorf(cabildo.CodeInvalidRequest, "the body is empty; send a JSON object")
-	case errors.As(err, &syntax):
-		return cabildo.Errorf(cabildo.CodeInvalidRequest, "the body is not valid JSON (at byte %d)", syntax.Offset)
 	case errors.Is(err, io.ErrUnexpectedEOF):
 		return cabildo.Errorf(cabildo.CodeInvalidRequest, "the body is not valid JSON (it ends too early)")
-	case errors.As(err, &typ):
-		field := typ.Field
+	case errors.As(err, &syntax):
+		field := pointerField(syntax.JSONPointer)
+		switch {
+		case errors.Is(syntax.Err, jsontext.ErrDuplicateName):
+			return fieldError(cabildo.CodeInvalidRequest, field, "duplicate_field", "%s is sent twice", field)
+		case strings.Contains(syntax.Err.Error(), "invalid UTF-8"):
+			return fieldError(cabildo.CodeInvalidRequest, field, "invalid_utf8", "%s is not valid UTF-8 (an invalid byte or a lone surrogate)", field)
+		}
+		return cabildo.Errorf(cabildo.CodeInvalidRequest, "the body is not valid JSON (at byte %d)", syntax.ByteOffset)
+	case errors.As(err, &semantic):
+		field := pointerField(semantic.JSONPointer)
+		if errors.Is(semantic.Err, json.ErrUnknownName) {
+			return fieldError(cabildo.CodeUnknownField, field, "unknown_field", "field %q is not accepted here (names are exact and lower-case)", field)
+		}
+		want := "the documented type"
+		if semantic.GoType != nil {
+			want = jsonKind(semantic.GoType.Kind().String())
+		}
+		got := kindName(semantic.JSONKind)
 		if field == "" {
 			field = "(body)"
 		}
-		return &cabildo.Error{Code: cabildo.CodeInvalidRequest, Message: fmt.Sprintf("%s must be %s", field, jsonKind(typ.Type.Kind().String())),
-			Fields: []cabildo.FieldError{{Field: field, Code: "wrong_type", Message: fmt.Sprintf("must be %s, not %s", jsonKind(typ.Type.Kind().String()), typ.Value)}}}
-	case strings.HasPrefix(err.Error(), "json: unknown field "):
-		name := strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`)
-		return &cabildo.Error{Code: cabildo.CodeUnknownField, Message: fmt.Sprintf("field %q is not accepted here", name),
-			Fields: []cabildo.FieldError{{Field: name, Code: "unknown_field", Message: "not accepted here"}}}
+		return fieldError(cabildo.CodeInvalidRequest, field, "wrong_type", "%s must be %s, not %s", field, want, got)
 	}
 	return cabildo.Errorf(cabildo.CodeInvalidRequest, "the body could not be read as the expected JSON object")
+}
+
+func fieldError(code cabildo.Code, field, fieldCode, format string, args ...any) error {
+	msg := fmt.Sprintf(format, args...)
+	return &cabildo.Error{Code: code, Message: msg, Fields: []cabildo.FieldError{{Field: field, Code: fieldCode, Message: msg}}}
+}
+
+// pointerField names the member a JSON Pointer points at the way validation errors name
+// fields: reason.text.en, speakers[2].
+func pointerField(p jsontext.Pointer) string {
+	var b strings.Builder
+	for tok := range p.Tokens() {
+		if _, err := strconv.Atoi(tok); err == nil && b.Len() > 0 {
+			b.WriteString("[" + tok + "]")
+			continue
+		}
+		if b.Len() > 0 {
+			b.WriteByte('.')
+		}
+		b.WriteString(tok)
+	}
+	return b.String()
+}
+
+func kindName(k jsontext.Kind) string {
+	switch k {
+	case 'n':
+		return "null"
+	case 'f', 't':
+		return "a boolean"
+	case '"':
+		return "a string"
+	case '0':
+		return "a number"
+	case '{':
+		return "an object"
+	case '[':
+		return "an array"
+	}
+	return "something else"
 }
 
 func jsonKind(goKind string) string {

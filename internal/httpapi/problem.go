@@ -37,6 +37,8 @@ var codeStatus = map[cabildo.Code]int{
 	cabildo.CodeUnauthorized:         fiber.StatusUnauthorized,
 	cabildo.CodeForbidden:            fiber.StatusForbidden,
 	cabildo.CodePayloadTooLarge:      fiber.StatusRequestEntityTooLarge,
+	cabildo.CodeHeadersTooLarge:      fiber.StatusRequestHeaderFieldsTooLarge,
+	cabildo.CodeRequestTimeout:       fiber.StatusRequestTimeout,
 	cabildo.CodeUnsupportedMedia:     fiber.StatusUnsupportedMediaType,
 	cabildo.CodeMethodNotAllowed:     fiber.StatusMethodNotAllowed,
 	cabildo.CodeVersionTooOld:        fiber.StatusGone,
@@ -60,6 +62,8 @@ var codeTitle = map[cabildo.Code]string{
 	cabildo.CodeUnauthorized:         "Authentication required",
 	cabildo.CodeForbidden:            "Not allowed",
 	cabildo.CodePayloadTooLarge:      "The request body is too large",
+	cabildo.CodeHeadersTooLarge:      "The request headers are too large",
+	cabildo.CodeRequestTimeout:       "The request took too long to arrive",
 	cabildo.CodeUnsupportedMedia:     "Unsupported content type",
 	cabildo.CodeMethodNotAllowed:     "Method not allowed",
 	cabildo.CodeVersionTooOld:        "That version is too old: reload",
@@ -128,7 +132,9 @@ func fiberError(fe *fiber.Error) *cabildo.Error {
 	case fiber.StatusUnsupportedMediaType:
 		return cabildo.Errorf(cabildo.CodeUnsupportedMedia, "send application/json")
 	case fiber.StatusRequestHeaderFieldsTooLarge:
-		return cabildo.Errorf(cabildo.CodeInvalidRequest, "the request's headers are larger than the 4 KiB this server reads")
+		return cabildo.Errorf(cabildo.CodeHeadersTooLarge, "the request's headers are larger than the 4 KiB this server reads")
+	case fiber.StatusRequestTimeout:
+		return cabildo.Errorf(cabildo.CodeRequestTimeout, "the request did not arrive whole within the time this server waits")
 	case fiber.StatusBadRequest:
 		return cabildo.Errorf(cabildo.CodeInvalidRequest, "the request is malformed")
 	}

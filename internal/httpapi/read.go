@@ -349,8 +349,8 @@ func (s *Server) getSpeaker(c *fiber.Ctx) error {
 
 func (s *Server) listChanges(c *fiber.Ctx) error {
 	raw := c.Query("since")
-	since, err := strconv.ParseUint(raw, 10, 64)
-	if err != nil {
+	since, ok := cabildo.ParseVersion(raw)
+	if !ok {
 		return &cabildo.Error{Code: cabildo.CodeInvalidRequest, Message: "since must be a version: a whole number ≥ 0",
 			Fields: []cabildo.FieldError{{Field: "since", Code: "invalid_version", Message: "must be a whole number ≥ 0"}}}
 	}

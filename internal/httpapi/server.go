@@ -56,6 +56,10 @@ type Options struct {
 	TownHall TownHall
 }
 
+// HandshakeTimeout is how long a request, or a websocket upgrade, may take to arrive
+// whole (asyncapi.yaml and docs/errors.md promise 10 s).
+const HandshakeTimeout = 10 * time.Second
+
 // Server is the Fiber application with its handlers.
 type Server struct {
 	opts Options
@@ -90,9 +94,12 @@ func New(opts Options) *Server {
 		BodyLimit:             16 * opts.BodyLimit,
 		DisableStartupMessage: true,
 		ErrorHandler:          s.errorHandler,
-		ReadTimeout:           30 * time.Second,
-		WriteTimeout:          30 * time.Second,
-		IdleTimeout:           120 * time.Second,
+		// A request (headers and body, a websocket upgrade included) must arrive whole
+		// within the handshake time the contract promises; a client that stalls halfway
+		// holds a connection and a buffer someone else could use.
+		ReadTimeout:  HandshakeTimeout,
+		WriteTimeout: 30 * time.Second,
+		IdleTimeout:  120 * time.Second,
 		// Also the limit on request headers (431 beyond it). A websocket keeps this
 		// buffer for its whole life, so it is kept at fasthttp's default: 16 KiB here
 		// cost 12 KiB more per connection.

@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 	"slices"
-	"strconv"
-	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -116,11 +114,13 @@ func (s *Server) mintAttendee(c *fiber.Ctx) error {
 			return err
 		}
 	}
-	name := strings.TrimSpace(in.Name)
-	if !validName(name) {
-		var f cabildo.Fields
+	name := cabildo.Trim(in.Name)
+	var f cabildo.Fields
+	if cabildo.CheckString(&f, "name", name, false); !validName(name) {
 		f.Add("name", "too_long", "a display name is at most %d characters of UTF-8", cabildo.MaxDisplayName)
-		return f.Err()
+	}
+	if err := f.Err(); err != nil {
+		return err
 	}
 	tok, claims, err := th.Minter.MintAttendee(event, name, th.AttendeeTTL)
 	if err != nil {
@@ -283,8 +283,8 @@ func (s *Server) vote(up bool) fiber.Handler {
 	return func(c *fiber.Ctx) error {
 		th := &s.opts.TownHall
 		who := claimsOf(c).Subject
-		id, err := strconv.ParseInt(c.Params("question"), 10, 64)
-		if err != nil || id <= 0 {
+		id, ok := cabildo.ParseID(c.Params("question"))
+		if !ok {
 			return cabildo.Errorf(cabildo.CodeNotFound, "question %q does not exist in this session", c.Params("question"))
 		}
 		if err := s.limit(c, "vote:attendee:"+who, th.Limits.VotePerAttend, "votes from you"); err != nil {
@@ -339,8 +339,8 @@ func (s *Server) moderate(c *fiber.Ctx) error {
 	if err := decodeBody(c, &in); err != nil {
 		return err
 	}
-	id, err := strconv.ParseInt(c.Params("question"), 10, 64)
-	if err != nil || id <= 0 {
+	id, ok := cabildo.ParseID(c.Params("question"))
+	if !ok {
 		return cabildo.Errorf(cabildo.CodeNotFound, "question %q does not exist in this session", c.Params("question"))
 	}
 	var f cabildo.Fields

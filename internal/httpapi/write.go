@@ -4,13 +4,13 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/go-json-experiment/json/jsontext"
 	"github.com/gofiber/fiber/v2"
 
 	"github.com/cabildo/cabildo/internal/cabildo"
@@ -314,9 +314,11 @@ func (s *Server) patchSession(c *fiber.Ctx) error {
 	if err := decodeBody(c, &p, "application/merge-patch+json"); err != nil {
 		return err
 	}
-	var present map[string]json.RawMessage
-	if err := json.Unmarshal(c.Body(), &present); err != nil {
-		return jsonError(err)
+	// Which members are present, and which are null, is what a merge patch means; the
+	// strict decode above has already refused every name the contract does not spell.
+	var present map[string]jsontext.Value
+	if err := decodeStrict(c.Body(), &present); err != nil {
+		return err
 	}
 	var f cabildo.Fields
 	var start, end time.Time
@@ -360,37 +362,43 @@ func (s *Server) patchSession(c *fiber.Ctx) error {
 // textPatch returns how a merge patch changes one bilingual text: each language present
 // is set, or removed when null; a null text removes both (validation then refuses it
 // where the text is required).
-func textPatch(present map[string]json.RawMessage, key string) (func(*cabildo.Text), error) {
+func textPatch(present map[string]jsontext.Value, key string) (func(*cabildo.Text), error) {
 	raw, ok := present[key]
 	if !ok {
 		return func(*cabildo.Text) {}, nil
 	}
-	if string(raw) == "null" {
+	if raw.Kind() == 'n' {
 		return func(t *cabildo.Text) { *t = cabildo.Text{} }, nil
 	}
-	var langs map[string]*string
-	if err := json.Unmarshal(raw, &langs); err != nil {
-		return nil, jsonError(err)
+	var langs map[string]jsontext.Value
+	if err := decodeStrict(raw, &langs); err != nil {
+		return nil, err
+	}
+	var in textPatchIn
+	if err := decodeStrict(raw, &in); err != nil {
+		return nil, err
 	}
 	return func(t *cabildo.Text) {
-		for lang, v := range langs {
-			dst := &t.ES
-			if lang == string(cabildo.EN) {
-				dst = &t.EN
-			}
-			if v == nil {
-				*dst = ""
-			} else {
-				*dst = *v
-			}
-		}
+		patchLang(&t.ES, in.ES, langs, string(cabildo.ES))
+		patchLang(&t.EN, in.EN, langs, string(cabildo.EN))
 	}, nil
 }
 
-func setOrClear[T any](dst *T, v *T, present map[string]json.RawMessage, key string) {
+// patchLang applies one language of a text patch: set when given, removed when null, kept
+// when absent.
+func patchLang(dst *string, v *string, present map[string]jsontext.Value, lang string) {
+	switch {
+	case v != nil:
+		*dst = *v
+	case present[lang] != nil:
+		*dst = ""
+	}
+}
+
+func setOrClear[T any](dst *T, v *T, present map[string]jsontext.Value, key string) {
 	if v != nil {
 		*dst = *v
-	} else if raw, ok := present[key]; ok && string(raw) == "null" {
+	} else if raw, ok := present[key]; ok && raw.Kind() == 'n' {
 		var zero T
 		*dst = zero
 	}

@@ -1,7 +1,6 @@
 package httpapi
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"net/url"
@@ -325,15 +324,19 @@ func (sk *socket) reply(f protocol.ServerFrame) {
 }
 
 func (sk *socket) fail(id uint64, channel, code, msg string) {
+	if len(channel) > protocol.MaxChannelName {
+		// Echoed, a name near the client's frame limit could come back over the server's
+		// (escaping makes a "<" six bytes): no server frame may pass MaxServerFrameBytes.
+		channel = ""
+	}
 	sk.reply(protocol.ServerFrame{Type: protocol.TypeError, ID: id, Channel: channel, Code: code, Message: msg})
 }
 
 func (sk *socket) handle(msg []byte) {
 	var f protocol.ClientFrame
-	dec := json.NewDecoder(bytes.NewReader(msg))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&f); err != nil || dec.More() {
-		sk.fail(0, "", protocol.ErrBadFrame, "a frame is one JSON object with a known type and fields")
+	// The same strict rules as request bodies: {"TYPE":"ping"} is not a ping.
+	if err := decodeStrict(msg, &f); err != nil {
+		sk.fail(0, "", protocol.ErrBadFrame, "a frame is one JSON object with a known type and fields, named exactly as documented")
 		return
 	}
 	switch f.Type {

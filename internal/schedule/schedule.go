@@ -7,7 +7,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"strconv"
 	"strings"
 	"time"
 
@@ -160,7 +159,7 @@ func errNoEvent(event string) error {
 // FindSession resolves a session reference, its integer id or its guid.
 func FindSession(st *projection.EventState, ref string) (cabildo.Session, projection.Meta, error) {
 	guid := strings.ToLower(ref)
-	if id, err := strconv.ParseInt(ref, 10, 64); err == nil {
+	if id, ok := cabildo.ParseID(ref); ok {
 		guid = st.ByID[id]
 	}
 	s, m, ok := st.Session(guid)

@@ -493,7 +493,10 @@ func TestFindSession(t *testing.T) {
 		{fmt.Sprint(s.ID), true},
 		{s.GUID, true},
 		{strings.ToUpper(s.GUID), true},
-		{"0" + fmt.Sprint(s.ID), true},
+		// One id, one spelling: a leading zero or sign names no session.
+		{"0" + fmt.Sprint(s.ID), false},
+		{"+" + fmt.Sprint(s.ID), false},
+		{" " + fmt.Sprint(s.ID), false},
 		{fmt.Sprint(s.ID + 1), false},
 		{"0", false},
 		{"-1", false},
