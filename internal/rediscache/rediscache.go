@@ -2,15 +2,20 @@
 // position, and rendered responses keyed by version, shared by every gateway node. Redis is
 // a cache, never the only copy: flushing it loses nothing, and a slow or absent Redis must
 // never hold a request, so every operation runs under its own short deadline and failures
-// come back as errors for the caller to degrade on.
+// come back as errors for the caller to degrade on. An outage costs at most one deadline:
+// the first operation that finds Redis unreachable opens a circuit breaker, later ones fail
+// at once with ErrUnavailable, and a background probe closes it when Redis answers again.
 package rediscache
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/url"
 	"strconv"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-redis/redis_rate/v10"
@@ -37,15 +42,24 @@ type Options struct {
 	// OpTimeout bounds each operation, whatever the caller's context allows.
 	// Default DefaultOpTimeout.
 	OpTimeout time.Duration
+	// Logger gets one line when Redis becomes unavailable and one when it is back, never
+	// one per request. Default: discard.
+	Logger *slog.Logger
 }
 
 // Cache is a Redis-backed cache. It is safe for concurrent use; go-redis reconnects on its
-// own after Redis comes back.
+// own after Redis comes back. Close stops its prober.
 type Cache struct {
 	rdb       *redis.Client
 	limiter   *redis_rate.Limiter
 	prefix    string
 	opTimeout time.Duration
+
+	brk       *breaker
+	commands  atomic.Uint64 // sent to Redis for callers
+	refused   atomic.Uint64 // answered by the open breaker
+	stopProbe context.CancelFunc
+	probing   sync.WaitGroup
 }
 
 // Snapshots are hashes with these fields. seq is a zero-padded decimal of fixed width so the
@@ -113,34 +127,45 @@ func New(ctx context.Context, opts Options) (*Cache, error) {
 	if opts.Prefix == "" {
 		opts.Prefix = DefaultPrefix
 	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
 	// Without this go-redis ignores context deadlines on socket I/O and a stalled Redis
 	// would hold the caller for the read timeout (seconds), not OpTimeout.
 	ro.ContextTimeoutEnabled = true
 	rdb := redis.NewClient(ro)
-	c := &Cache{rdb: rdb, limiter: redis_rate.NewLimiter(rdb), prefix: opts.Prefix, opTimeout: opts.OpTimeout}
+	c := &Cache{rdb: rdb, limiter: redis_rate.NewLimiter(rdb), prefix: opts.Prefix, opTimeout: opts.OpTimeout,
+		brk: newBreaker(opts.Logger)}
+	rdb.AddHook(commandCounter{&c.commands})
+	pctx, stop := context.WithCancel(context.Background())
+	c.stopProbe = stop
+	c.probing.Go(func() { c.probe(pctx) })
 
-	lctx, cancel := c.opContext(ctx)
-	defer cancel()
-	_ = storeSnapshot.Load(lctx, c.rdb).Err() // Run falls back to EVAL when the script is missing.
+	// Through the breaker, so a node started while Redis is down pays one timeout here and
+	// none per request.
+	_ = c.do(ctx, func(ctx context.Context) error {
+		return storeSnapshot.Load(ctx, c.rdb).Err() // Run falls back to EVAL when the script is missing.
+	})
 	return c, nil
 }
 
 // Name identifies the implementation in /readyz detail and metrics.
 func (c *Cache) Name() string { return "redis" }
 
-// Close closes the connections to Redis.
+// Close stops the prober and closes the connections to Redis.
 func (c *Cache) Close() error {
+	c.stopProbe()
+	c.probing.Wait()
 	if err := c.rdb.Close(); err != nil {
 		return fmt.Errorf("rediscache: close: %w", err)
 	}
 	return nil
 }
 
-// Ping reports whether Redis answers within OpTimeout.
+// Ping reports whether Redis answers within OpTimeout; while the breaker is open it
+// reports ErrUnavailable without asking.
 func (c *Cache) Ping(ctx context.Context) error {
-	ctx, cancel := c.opContext(ctx)
-	defer cancel()
-	if err := c.rdb.Ping(ctx).Err(); err != nil {
+	if err := c.do(ctx, func(ctx context.Context) error { return c.rdb.Ping(ctx).Err() }); err != nil {
 		return fmt.Errorf("rediscache: ping: %w", err)
 	}
 	return nil
@@ -148,9 +173,11 @@ func (c *Cache) Ping(ctx context.Context) error {
 
 // LoadSnapshot returns the snapshot stored under key, if any.
 func (c *Cache) LoadSnapshot(ctx context.Context, key string) (cabildo.Snapshot, bool, error) {
-	ctx, cancel := c.opContext(ctx)
-	defer cancel()
-	vals, err := c.rdb.HMGet(ctx, c.snapshotKey(key), fieldSeq, fieldLog, fieldData).Result()
+	var vals []any
+	err := c.do(ctx, func(ctx context.Context) (err error) {
+		vals, err = c.rdb.HMGet(ctx, c.snapshotKey(key), fieldSeq, fieldLog, fieldData).Result()
+		return err
+	})
 	if err != nil {
 		return cabildo.Snapshot{}, false, fmt.Errorf("rediscache: load snapshot %q: %w", key, err)
 	}
@@ -175,10 +202,12 @@ func (c *Cache) LoadSnapshot(ctx context.Context, key string) (cabildo.Snapshot,
 // another log always replaces the stored one: the log was recreated and the old snapshot
 // describes a history that no longer exists.
 func (c *Cache) StoreSnapshot(ctx context.Context, key string, s cabildo.Snapshot) (bool, error) {
-	ctx, cancel := c.opContext(ctx)
-	defer cancel()
 	seq := fmt.Sprintf("%0*d", seqWidth, s.Seq)
-	n, err := storeSnapshot.Run(ctx, c.rdb, []string{c.snapshotKey(key)}, seq, s.Log, s.Data).Int()
+	var n int
+	err := c.do(ctx, func(ctx context.Context) (err error) {
+		n, err = storeSnapshot.Run(ctx, c.rdb, []string{c.snapshotKey(key)}, seq, s.Log, s.Data).Int()
+		return err
+	})
 	if err != nil {
 		return false, fmt.Errorf("rediscache: store snapshot %q: %w", key, err)
 	}
@@ -187,9 +216,11 @@ func (c *Cache) StoreSnapshot(ctx context.Context, key string, s cabildo.Snapsho
 
 // GetRendered returns the rendered response stored under key, if it has not expired.
 func (c *Cache) GetRendered(ctx context.Context, key string) ([]byte, bool, error) {
-	ctx, cancel := c.opContext(ctx)
-	defer cancel()
-	b, err := c.rdb.Get(ctx, c.renderedKey(key)).Bytes()
+	var b []byte
+	err := c.do(ctx, func(ctx context.Context) (err error) {
+		b, err = c.rdb.Get(ctx, c.renderedKey(key)).Bytes()
+		return err
+	})
 	if errors.Is(err, redis.Nil) {
 		return nil, false, nil
 	}
@@ -205,11 +236,12 @@ func (c *Cache) PutRendered(ctx context.Context, key string, b []byte, ttl time.
 	if ttl <= 0 {
 		return fmt.Errorf("rediscache: put rendered %q: ttl must be positive", key)
 	}
-	ctx, cancel := c.opContext(ctx)
-	defer cancel()
 	// PX so sub-second TTLs keep their precision; rounded up because Redis rejects PX 0.
 	ms := (ttl + time.Millisecond - 1) / time.Millisecond
-	if err := c.rdb.Do(ctx, "SET", c.renderedKey(key), b, "PX", int64(ms)).Err(); err != nil {
+	err := c.do(ctx, func(ctx context.Context) error {
+		return c.rdb.Do(ctx, "SET", c.renderedKey(key), b, "PX", int64(ms)).Err()
+	})
+	if err != nil {
 		return fmt.Errorf("rediscache: put rendered %q: %w", key, err)
 	}
 	return nil

@@ -205,8 +205,9 @@ func checkAllFail(t *testing.T, c *Cache, rounds int) {
 	}
 }
 
-// TestKilledRedis is scenario B9 at the adapter: a dead Redis costs each call one bounded
-// error, and the same Cache works again once Redis is back (go-redis redials).
+// TestKilledRedis is scenario B9 at the adapter: a dead Redis costs each call a bounded
+// error (the first one a timeout at most, the rest nothing: see breaker_test.go), and the
+// same Cache works again once Redis is back (go-redis redials).
 func TestKilledRedis(t *testing.T) {
 	srv := redistest.Start(t)
 	c := newCache(t, Options{URL: srv.URL()}) // default OpTimeout
@@ -222,8 +223,8 @@ func TestKilledRedis(t *testing.T) {
 	checkAllFail(t, c, 3)
 
 	srv.Restart(t)
-	// The pool may have stopped dialing after repeated failures and probes about once a
-	// second, so recovery is polled for, within B9's 10 s.
+	// The breaker probes Redis about once a second, so recovery is polled for, within
+	// B9's 10 s.
 	waitFor(t, 10*time.Second, func() error { return c.Ping(ctx) })
 	for _, op := range ops {
 		if err := op.run(ctx, c); err != nil {

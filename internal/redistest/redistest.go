@@ -1,8 +1,9 @@
 // Package redistest starts a real redis-server for tests, on a random loopback port in a
 // temporary directory, so the Redis adapter is tested against Redis itself rather than a
-// fake. Tests can kill and restart it to exercise a cache outage. Without redis-server
-// installed the calling test is skipped, except in CI (CI=true) where a skipped Redis suite
-// would pass silently, so it fails instead.
+// fake. Tests can kill and restart it, or suspend and resume it, to exercise a cache
+// outage: a crashed server refuses connections, a hung one accepts them and never answers.
+// Without redis-server installed the calling test is skipped, except in CI (CI=true) where
+// a skipped Redis suite would pass silently, so it fails instead.
 package redistest
 
 import (
@@ -16,6 +17,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -82,8 +84,8 @@ func Start(t testing.TB) *Server {
 // URL is the go-redis URL of the server, database 0.
 func (s *Server) URL() string { return "redis://" + s.Addr + "/0" }
 
-// Kill stops the server with SIGKILL, as a crash would, and waits for it to exit. Killing a
-// stopped server does nothing.
+// Kill stops the server with SIGKILL, as a crash would, and waits for it to exit; a
+// suspended server is killed too. Killing a server that is not running does nothing.
 func (s *Server) Kill() {
 	s.mu.Lock()
 	p := s.proc
@@ -94,6 +96,33 @@ func (s *Server) Kill() {
 	}
 	_ = p.cmd.Process.Kill() // only the process this Server started
 	<-p.done
+}
+
+// Suspend stops the server with SIGSTOP, as a hung host or a stalled disk would: the
+// kernel still accepts connections and buffers what clients send, but nothing is answered
+// until Resume. A suspended server is still killed when the test ends.
+func (s *Server) Suspend(t testing.TB) {
+	t.Helper()
+	s.signal(t, syscall.SIGSTOP)
+}
+
+// Resume continues a server stopped by Suspend; it answers what was sent meanwhile.
+func (s *Server) Resume(t testing.TB) {
+	t.Helper()
+	s.signal(t, syscall.SIGCONT)
+}
+
+func (s *Server) signal(t testing.TB, sig syscall.Signal) {
+	t.Helper()
+	s.mu.Lock()
+	p := s.proc
+	s.mu.Unlock()
+	if p == nil {
+		t.Fatalf("redistest: %s to redis-server on %s: not running", sig, s.Addr)
+	}
+	if err := p.cmd.Process.Signal(sig); err != nil { // only the process this Server started
+		t.Fatalf("redistest: %s to redis-server on %s: %v", sig, s.Addr, err)
+	}
 }
 
 // Restart starts the server again on the same port, killing it first if it is running.
