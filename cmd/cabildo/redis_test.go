@@ -3,8 +3,11 @@ package main
 import (
 	"context"
 	"fmt"
+	"net/http"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -105,5 +108,87 @@ func TestRedisDownNodeServes(t *testing.T) {
 	}
 	if after := getSchedule(t, n); after.Version <= sch.Version {
 		t.Fatalf("version %d after a write, was %d", after.Version, sch.Version)
+	}
+}
+
+// TestRedisOutageCostsOneTimeout is issue 11's second defect on a whole node: with Redis
+// hung (SIGSTOP) and then killed, reads kept paying a 50 ms cache timeout each (twice: get
+// and put), for as long as Redis stayed away. Now the first failure opens the breaker and
+// the reads after it send Redis nothing (the node's own counter of commands stays put while
+// reads go on), /metrics says cache_up 0, and once Redis is back the breaker closes and the
+// reads use it again.
+func TestRedisOutageCostsOneTimeout(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	n := startNode(t, "", nil, "--demo", "--redis-url", srv.URL())
+	path := "/v1/events/" + demoEvent + "/schedule?lang=en"
+	read := func() {
+		t.Helper()
+		if r := n.do(t, req{method: "GET", path: path}); r.Status != 200 {
+			t.Fatalf("schedule: %d %s", r.Status, truncate(r.Body))
+		}
+	}
+	metric := func(name string) float64 {
+		t.Helper()
+		resp, err := http.Get(n.base + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		for line := range strings.Lines(readAll(t, resp)) {
+			if rest, ok := strings.CutPrefix(line, name+" "); ok {
+				v, err := strconv.ParseFloat(strings.TrimSpace(rest), 64)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return v
+			}
+		}
+		t.Fatalf("no %s in /metrics", name)
+		return 0
+	}
+	for _, outage := range []struct {
+		name       string
+		stop, back func()
+	}{
+		{"hung", func() { srv.Suspend(t) }, func() { srv.Resume(t) }},
+		{"killed", srv.Kill, func() { srv.Restart(t) }},
+	} {
+		t.Run(outage.name, func(t *testing.T) {
+			read()
+			if metric("cabildo_cache_up") != 1 {
+				t.Fatalf("cache_up is not 1 with Redis answering")
+			}
+			outage.stop()
+			read() // pays the one timeout and opens the breaker
+			checkFor(t, 5*time.Second, 20*time.Millisecond, func() error {
+				if metric("cabildo_cache_up") != 0 {
+					return fmt.Errorf("breaker still closed")
+				}
+				return nil
+			})
+			before := metric("cabildo_cache_redis_commands_total")
+			for range 50 {
+				read()
+			}
+			if sent := metric("cabildo_cache_redis_commands_total") - before; sent != 0 {
+				t.Fatalf("50 reads with the breaker open sent Redis %v commands; want 0", sent)
+			}
+			if metric("cabildo_cache_refused_total") == 0 {
+				t.Fatalf("no cache operation was answered by the open breaker")
+			}
+			outage.back()
+			checkFor(t, 10*time.Second, 50*time.Millisecond, func() error {
+				if metric("cabildo_cache_up") != 1 {
+					return fmt.Errorf("breaker still open with Redis back")
+				}
+				return nil
+			})
+			before = metric("cabildo_cache_redis_commands_total")
+			read()
+			if metric("cabildo_cache_redis_commands_total") == before {
+				t.Fatalf("a read with Redis back sent it nothing")
+			}
+		})
 	}
 }
