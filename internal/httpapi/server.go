@@ -67,7 +67,8 @@ type Server struct {
 	app  *fiber.App
 	m    *metrics
 	// perIP counts open websockets per client address.
-	perIP ipCounts
+	perIP    ipCounts
+	refusals *refusalLog
 }
 
 // New builds the application and its routes.
@@ -86,7 +87,7 @@ func New(opts Options) *Server {
 	if opts.Registry == nil {
 		opts.Registry = prometheus.NewRegistry()
 	}
-	s := &Server{opts: opts, log: opts.Logger, m: newMetrics(opts.Registry, opts.Store)}
+	s := &Server{opts: opts, log: opts.Logger, m: newMetrics(opts.Registry, opts.Store), refusals: newRefusalLog()}
 	s.app = fiber.New(fiber.Config{
 		AppName: "cabildo",
 		// The transport's hard cap is far above the API's limit so that an oversized body

@@ -3,9 +3,11 @@ package httpapi
 import (
 	"encoding/json"
 	"errors"
+	"log/slog"
 	"net/url"
 	"runtime/debug"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -66,25 +68,71 @@ func (r *Realtime) defaults() {
 }
 
 // checkOrigin runs before the upgrade (the websocket library's own Origins option would
-// also refuse native apps, which send no Origin).
+// also refuse native apps, which send no Origin). Every refusal is logged with its reason:
+// an operator whose users see a bare 403 must find why in the log.
 func (s *Server) checkOrigin(c *fiber.Ctx) error {
 	if !fws.IsWebSocketUpgrade(c) {
+		s.refusals.log(s.log, "not a websocket upgrade", "ip", c.IP(), "user_agent", c.Get(fiber.HeaderUserAgent))
 		return cabildo.Errorf(cabildo.CodeInvalidRequest, "this endpoint speaks websocket only: send an Upgrade request")
 	}
 	origin := c.Get(fiber.HeaderOrigin)
-	allowed := origin == "" || slices.Contains(s.opts.Realtime.Origins, "*")
-	if u, err := url.Parse(origin); !allowed && err == nil {
-		allowed = slices.Contains(s.opts.Realtime.Origins, u.Scheme+"://"+u.Host)
-	}
-	if !allowed {
-		return cabildo.Errorf(cabildo.CodeForbidden, "websocket connections from this origin are not allowed")
+	if !s.originAllowed(c, origin) {
+		s.refusals.log(s.log, "origin not allowed (add it to --allowed-origins)", "origin", origin, "ip", c.IP())
+		return cabildo.Errorf(cabildo.CodeForbidden, "websocket connections from origin %q are not allowed here: the server's operator lists browser origins in --allowed-origins", shortOrigin(origin))
 	}
 	ip := c.IP()
 	if !s.perIP.acquire(ip, s.opts.Realtime.MaxConnsPerIP) {
+		s.refusals.log(s.log, "too many open websockets from one address (--ws-max-conns-per-ip)", "ip", ip, "limit", s.opts.Realtime.MaxConnsPerIP)
 		return &cabildo.Error{Code: cabildo.CodeRateLimited, Message: "too many open connections from this address", RetryAfter: 5 * time.Second}
 	}
 	c.Locals(ipKey, ip)
 	return c.Next()
+}
+
+// originAllowed: no Origin (a native app), the server's own origin (a page it served, or a
+// client such as python's websocket-client that names the server it dials), or one the
+// operator allowed. A page on another site sends its own origin, which matches none of
+// these, so it cannot open a socket in a visitor's name (CSWSH).
+func (s *Server) originAllowed(c *fiber.Ctx, origin string) bool {
+	if origin == "" || slices.Contains(s.opts.Realtime.Origins, "*") {
+		return true
+	}
+	u, err := url.Parse(origin)
+	if err != nil || u.Host == "" {
+		return false
+	}
+	if strings.EqualFold(u.Host, string(c.Request().Host())) && (u.Scheme == "http" || u.Scheme == "https") {
+		return true
+	}
+	return slices.Contains(s.opts.Realtime.Origins, u.Scheme+"://"+u.Host)
+}
+
+// shortOrigin keeps an echoed Origin to a sane length.
+func shortOrigin(o string) string {
+	if len(o) > 100 || !utf8.ValidString(o) {
+		return "(unreadable)"
+	}
+	return o
+}
+
+// refusalLog logs refused handshakes, at most a few a second, so that a flood of refusals
+// cannot flood the log; the next line says how many were left out.
+type refusalLog struct {
+	limit      *rate.Limiter
+	suppressed atomic.Int64
+}
+
+func newRefusalLog() *refusalLog { return &refusalLog{limit: rate.NewLimiter(5, 20)} }
+
+func (r *refusalLog) log(l *slog.Logger, reason string, args ...any) {
+	if !r.limit.Allow() {
+		r.suppressed.Add(1)
+		return
+	}
+	if n := r.suppressed.Swap(0); n > 0 {
+		args = append(args, "refusals_not_logged", n)
+	}
+	l.Info("websocket refused: "+reason, args...)
 }
 
 const ipKey = "cabildo.ip"
