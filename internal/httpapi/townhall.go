@@ -235,6 +235,7 @@ func (s *Server) askQuestion(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
+	setWritten(c, res.Seq)
 	var body api.Question
 	err = s.readQA(c, func(_ *projection.EventState, _ cabildo.Session, qa *cabildo.QA) error {
 		if qa != nil {
@@ -299,6 +300,7 @@ func (s *Server) vote(up bool) fiber.Handler {
 		if err != nil {
 			return err
 		}
+		setWritten(c, seq)
 		var body api.Vote
 		err = s.readQA(c, func(_ *projection.EventState, _ cabildo.Session, qa *cabildo.QA) error {
 			q, ok := qa.Root(id)

@@ -87,7 +87,21 @@ func (s *Server) write(c *fiber.Ctx, run func(context.Context, schedule.Request)
 	}
 	ctx, cancel := context.WithTimeout(c.UserContext(), s.opts.WriteTimeout)
 	defer cancel()
-	return run(ctx, req)
+	res, err := run(ctx, req)
+	if err == nil {
+		setWritten(c, res.Seq)
+	}
+	return res, err
+}
+
+// HeaderWriteVersion names the log position of a write in its answer. The body shows the
+// state when answered, which may already include later writes: without this a client
+// could not tell its own write from the one after it (two concurrent PATCHes were both
+// answered with the second's version).
+const HeaderWriteVersion = "Cabildo-Write-Version"
+
+func setWritten(c *fiber.Ctx, seq uint64) {
+	c.Set(HeaderWriteVersion, strconv.FormatUint(seq, 10))
 }
 
 func forceParam(c *fiber.Ctx) (bool, error) {
