@@ -243,6 +243,9 @@ type AnnouncementList struct {
 	Version       uint64         `json:"version"`
 	Lang          string         `json:"lang"`
 	Announcements []Announcement `json:"announcements"`
+	// Next and Prev are the paths of the pages after and before this one, when there are.
+	Next string `json:"next,omitempty"`
+	Prev string `json:"prev,omitempty"`
 }
 
 // ScheduleUpdate is the data of an update on schedule:<event>: every change of one version.
