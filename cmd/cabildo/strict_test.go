@@ -395,3 +395,64 @@ func TestStrictFrames(t *testing.T) {
 		}
 	}
 }
+
+// TestTextThatIsNotText is issue 11's sixth defect at the HTTP surface: text that shows
+// nothing (zero-width spaces only) or carries control characters was stored with 200, and
+// ids with a sign or a leading zero named the same session as the plain id. All are
+// refused now, and the refusals change nothing.
+func TestTextThatIsNotText(t *testing.T) {
+	t.Parallel()
+	n := startNode(t, "", nil, "--demo", "--qa-asks-per-minute", "1000")
+	e := thEnvOf(t, n)
+	sch := getSchedule(t, n)
+	s := pickSession(t, sch, "breakout")
+	org := auth(n.token("organizer"))
+	sess := fmt.Sprintf("/v1/events/%s/sessions/%d", demoEvent, s.ID)
+	asker := e.attendee(t, "")
+	townHall := fmt.Sprintf("/v1/events/%s/sessions/%d", demoEvent, thTownHall(t, n))
+	const zw = "\u200b\u200b\u200b\u200b\u200b\u200b\u200b\u200b\u200b\u200b\u200b\u200b"
+	tests := []struct {
+		name, method, path string
+		header             map[string]string
+		body               any
+		status             int
+		field              string
+	}{
+		{"title of zero-width spaces", "PATCH", sess, org, map[string]any{"title": map[string]any{"es": zw, "en": nil}}, 400, "title"},
+		{"title with NUL", "PATCH", sess, org, map[string]any{"title": map[string]any{"es": "a\x00b"}}, 400, "title.es"},
+		{"title with a line break", "PATCH", sess, org, map[string]any{"title": map[string]any{"es": "a\nb"}}, 400, "title.es"},
+		{"abstract with escape", "PATCH", sess, org, map[string]any{"abstract": map[string]any{"en": "x\x1b[2Jy"}}, 400, "abstract.en"},
+		{"abstract noncharacter", "PATCH", sess, org, map[string]any{"abstract": map[string]any{"en": "x\uffffy"}}, 400, "abstract.en"},
+		{"tag of zero-width", "PATCH", sess, org, map[string]any{"tags": []string{"\u200b"}}, 400, "tags[0]"},
+		{"question of zero-width spaces", "POST", townHall + "/questions", auth(asker.Token), map[string]any{"text": zw}, 400, "text"},
+		{"question padded to length", "POST", townHall + "/questions", auth(asker.Token), map[string]any{"text": "a" + zw}, 400, "text"},
+		{"question with a bell", "POST", townHall + "/questions", auth(asker.Token), map[string]any{"text": "¿Por qué?\a\a\a"}, 400, "text"},
+		{"id with a plus", "PATCH", fmt.Sprintf("/v1/events/%s/sessions/+%d", demoEvent, s.ID), org, map[string]any{"room": s.Room}, 404, ""},
+		{"id with a leading zero", "GET", fmt.Sprintf("/v1/events/%s/sessions/0%d", demoEvent, s.ID), nil, nil, 404, ""},
+		{"question id with a leading zero", "PUT", townHall + "/questions/01/vote", auth(asker.Token), nil, 404, ""},
+		{"since with a leading zero", "GET", fmt.Sprintf("/v1/events/%s/changes?since=0%d", demoEvent, sch.Version), nil, nil, 400, "since"},
+		{"patch of null", "PATCH", sess, org, "null", 400, ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			seq := projectionSeq(t, n)
+			r := n.do(t, req{method: tc.method, path: tc.path, body: tc.body, header: tc.header})
+			if r.Status != tc.status {
+				t.Fatalf("%d %s, want %d", r.Status, truncate(r.Body), tc.status)
+			}
+			if tc.field != "" && !strictNames(t, r, tc.field) {
+				t.Fatalf("the problem does not name %s: %s", tc.field, r.Body)
+			}
+			if got := projectionSeq(t, n); got != seq {
+				t.Fatalf("a refused request moved the log from %d to %d", seq, got)
+			}
+		})
+	}
+	// Inside a text, invisible characters people use stay: a zero-width joiner in an emoji.
+	family := "Familias 👩\u200d👩\u200d👧"
+	r := n.do(t, req{method: "PATCH", path: sess, header: org, body: map[string]any{"title": map[string]any{"es": family}}})
+	var got struct{ Title struct{ ES string } }
+	if r.json(t, &got); r.Status != 200 || got.Title.ES != family {
+		t.Fatalf("a title with a joined emoji: %d, stored %q", r.Status, got.Title.ES)
+	}
+}
