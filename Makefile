@@ -1,14 +1,18 @@
 # Cabildo: the two commands a newcomer needs are `make run` and `make test`.
 GO       ?= go
-ADDR     ?= :8080
+# Loopback: a development node is for this machine. ADDR=:8080 make run opens it to the network.
+ADDR     ?= 127.0.0.1:8080
 DATA_DIR ?= data
 TEST_TIMEOUT ?= 20m
 
 .PHONY: run test test-deps build bench vet fmt clean
 
-## run: start a node on the embedded default (in-process NATS JetStream + in-memory cache) with the demo event
-run:
-	$(GO) run ./cmd/cabildo serve --demo --addr $(ADDR) --data-dir $(DATA_DIR)
+## run: build, then start a node on the embedded default (in-process NATS JetStream + in-memory cache) with the demo event
+# exec makes the server make's own child, not a grandchild behind `go run` or a shell: Ctrl-C
+# reaches it directly and it exits 0 after shutting down (no "Error 1"), and the SIGTERM make
+# passes to its children on being terminated reaches the server itself.
+run: build
+	exec bin/cabildo serve --demo --addr $(ADDR) --data-dir $(DATA_DIR)
 
 ## test: install what the tests need (redis-server), then vet and run every test with the race detector
 test: test-deps

@@ -14,30 +14,58 @@ import (
 	"sync"
 	"time"
 
+	"github.com/cabildo/cabildo/internal/config"
 	"github.com/cabildo/cabildo/pkg/api"
 )
+
+const loadgenUsage = `usage: cabildo loadgen <mode> [flags]
+
+Measures a running node from its own process; each scenario prints one JSON line.
+
+modes:
+  rest       schedule reads (200 and 304), session reads and acknowledged writes (--token)
+  ws         N websocket clients on one channel while programme changes are made:
+             delivery latency, loss, gaps, server memory and CPU
+  townhall   an audience, moderators, questions and votes: ask-to-screen latency,
+             votes lost or counted twice
+  peer       the ws load against a server speaking the Centrifugo protocol, for comparison
+
+Run 'cabildo loadgen <mode> --help' for a mode's flags.
+`
 
 // loadgen measures a running node from its own process. Scenarios print one JSON line
 // each, so runs can be compared and kept (docs/benchmarks.md).
 func loadgen(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) > 0 && args[0] == "ws" {
-		return loadgenWS(ctx, args[1:], stdout, stderr)
-	} else if len(args) > 0 && args[0] == "peer" {
-		return loadgenPeer(ctx, args[1:], stdout, stderr)
-	} else if len(args) > 0 && args[0] == "townhall" {
-		return loadgenTownHall(ctx, args[1:], stdout, stderr)
+	if len(args) == 0 {
+		return &config.UsageError{Cmd: "loadgen", Msg: "missing mode: rest, ws, townhall or peer", SeeHelp: true}
 	}
-	if len(args) == 0 || args[0] != "rest" {
-		return errors.New("usage: cabildo loadgen rest|ws|townhall|peer --url URL ... (see cabildo loadgen rest -h, ws -h, townhall -h, peer -h)")
+	if isHelp(args) {
+		fmt.Fprint(stdout, loadgenUsage)
+		return flag.ErrHelp
 	}
-	fs := flag.NewFlagSet("loadgen rest", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	mode := map[string]func(context.Context, []string, io.Writer, io.Writer) error{
+		"rest": loadgenREST, "ws": loadgenWS, "townhall": loadgenTownHall, "peer": loadgenPeer,
+	}[args[0]]
+	if mode == nil {
+		return &config.UsageError{Cmd: "loadgen", Msg: fmt.Sprintf("unknown mode %q: rest, ws, townhall or peer", args[0]), SeeHelp: true}
+	}
+	if slices.ContainsFunc(args[1:], func(a string) bool { return a == "-h" || a == "-help" || a == "--help" }) {
+		// A mode prints its flags where its flag set writes; help belongs on stdout.
+		stderr = stdout
+	}
+	return mode(ctx, args[1:], stdout, stderr)
+}
+
+func loadgenREST(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := config.NewFlagSet("loadgen rest")
 	base := fs.String("url", "http://127.0.0.1:8080", "node base URL (loopback only)")
 	event := fs.String("event", "ogp-sanjose-2027", "event to read and change")
 	tok := fs.String("token", "", "organizer token for the write scenarios (skipped without one)")
 	dur := fs.Duration("duration", 10*time.Second, "length of each scenario")
 	conc := fs.Int("concurrency", 16, "concurrent clients in the throughput scenarios")
-	if err := fs.Parse(args[1:]); err != nil {
+	if err := config.ParseArgs(fs, args); errors.Is(err, flag.ErrHelp) {
+		return printHelp(stdout, "usage: cabildo loadgen rest [flags]\n", fs)
+	} else if err != nil {
 		return err
 	}
 	u, err := url.Parse(*base)

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -45,15 +46,26 @@ type cache interface {
 
 const snapshotKey = "projection"
 
+const serveUsage = `usage: cabildo serve [flags]
+
+Runs one node until SIGINT or SIGTERM, then shuts down in order and exits 0. Without
+--nats-url and --redis-url the log (NATS JetStream) and the cache run in-process, stored in
+--data-dir. The first start creates <data-dir>/signing.key, the key tokens are signed with.
+Every flag can also be given as CABILDO_<FLAG>, e.g. CABILDO_ADDR=:8080; a flag wins.
+`
+
 // serve runs one node until ctx ends. Shutdown order: stop being ready, stop accepting
 // and finish in-flight requests, stop consuming, write a last snapshot, drain NATS.
 func serve(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	cfg, err := config.LoadServe(args, getenv, stderr)
+	cfg, err := config.LoadServe(args, getenv)
+	if errors.Is(err, flag.ErrHelp) {
+		return printHelp(stdout, serveUsage, config.ServeFlags())
+	}
 	if err != nil {
 		return err
 	}
 	log := newLogger(cfg, stderr)
-	keys, err := signingKeys(cfg.SigningKey, cfg.SigningKeyFile)
+	keys, err := signingKeys(cfg.SigningKey, cfg.SigningKeyFile, true)
 	if err != nil {
 		return err
 	}

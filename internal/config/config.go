@@ -7,7 +7,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"net"
 	"net/url"
 	"path/filepath"
@@ -75,12 +74,31 @@ func env(name string) string {
 }
 
 // LoadServe parses flags, falling back to CABILDO_* environment variables for flags not
-// given, then validates.
-func LoadServe(args []string, getenv func(string) string, stderr io.Writer) (Serve, error) {
+// given, then validates. It prints nothing: -h and --help return flag.ErrHelp (the caller
+// prints ServeFlags), and every mistake is a *UsageError naming the flag.
+func LoadServe(args []string, getenv func(string) string) (Serve, error) {
 	var c Serve
-	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.StringVar(&c.Addr, "addr", ":8080", "HTTP listen address")
+	fs := serveFlags(&c)
+	if err := parse(fs, args, getenv); err != nil {
+		return c, err
+	}
+	if c.SigningKeyFile == "" {
+		c.SigningKeyFile = filepath.Join(c.DataDir, "signing.key")
+	}
+	return c, usage(fs, c.validate())
+}
+
+// ServeFlags is the flag set of `cabildo serve` with its defaults, for help and for the
+// test that keeps the README's flag table true.
+func ServeFlags() *flag.FlagSet { return serveFlags(new(Serve)) }
+
+// DefaultAddr is loopback: a node started by hand on a laptop is not for the whole
+// network. Containers and clusters say --addr :8080 (the Dockerfile sets CABILDO_ADDR).
+const DefaultAddr = "127.0.0.1:8080"
+
+func serveFlags(c *Serve) *flag.FlagSet {
+	fs := newFlagSet("serve")
+	fs.StringVar(&c.Addr, "addr", DefaultAddr, "HTTP listen address (:8080 for every interface)")
 	fs.StringVar(&c.DataDir, "data-dir", "data", "directory for the embedded log and the signing key")
 	fs.BoolVar(&c.Demo, "demo", false, "load the demo event when the log is empty")
 	fs.StringVar(&c.NATSURL, "nats-url", "", "external NATS server URL (default: run NATS in-process)")
@@ -128,13 +146,7 @@ func LoadServe(args []string, getenv func(string) string, stderr io.Writer) (Ser
 	fs.StringVar(&c.DebugAddr, "debug-addr", "", "serve the Go profiler (/debug/pprof/) on this private address, e.g. 127.0.0.1:6060")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&c.LogFormat, "log-format", "text", "text or json")
-	if err := parse(fs, args, getenv); err != nil {
-		return c, err
-	}
-	if c.SigningKeyFile == "" {
-		c.SigningKeyFile = filepath.Join(c.DataDir, "signing.key")
-	}
-	return c, c.validate()
+	return fs
 }
 
 func (c Serve) validate() error {
@@ -166,12 +178,29 @@ func (c Serve) validate() error {
 			errs = append(errs, fmt.Errorf("--allowed-origins: %q is not an origin such as https://app.example.org", o))
 		}
 	}
-	if c.WS.AuthTimeout <= 0 || c.WS.PingEvery <= 0 || c.WS.IdleTimeout <= c.WS.PingEvery || c.WS.FrameRate <= 0 ||
-		c.WS.MaxConnsPerIP < 1 || c.WS.QueueBytes < 4<<10 {
-		errs = append(errs, errors.New("--ws-* settings must be positive, the idle timeout longer than the ping interval, the queue at least 4096 bytes"))
-	}
-	if c.QA.AsksPerMinute < 1 || c.QA.AsksPerIPMinute < 1 || c.QA.VotesPerMinute < 1 || c.QA.VotesPerIPMinute < 1 || c.QA.MintsPerIPMinute < 1 || c.QA.VoteInterval <= 0 {
-		errs = append(errs, errors.New("--qa-* limits and the vote interval must be positive"))
+	// One message per flag, so whoever mistyped one value is told which.
+	for _, p := range []struct {
+		flag string
+		bad  bool
+		want string
+	}{
+		{"ws-auth-timeout", c.WS.AuthTimeout <= 0, "> 0"},
+		{"ws-ping", c.WS.PingEvery <= 0, "> 0"},
+		{"ws-idle-timeout", c.WS.PingEvery > 0 && c.WS.IdleTimeout <= c.WS.PingEvery, "longer than --ws-ping"},
+		{"ws-frame-rate", c.WS.FrameRate <= 0, "> 0"},
+		{"ws-max-conns-per-ip", c.WS.MaxConnsPerIP < 1, "at least 1"},
+		{"ws-queue-bytes", c.WS.QueueBytes < 4<<10, "at least 4096"},
+		{"qa-asks-per-minute", c.QA.AsksPerMinute < 1, "at least 1"},
+		{"qa-asks-per-ip-per-minute", c.QA.AsksPerIPMinute < 1, "at least 1"},
+		{"qa-votes-per-minute", c.QA.VotesPerMinute < 1, "at least 1"},
+		{"qa-votes-per-ip-per-minute", c.QA.VotesPerIPMinute < 1, "at least 1"},
+		{"qa-attendees-per-ip-per-minute", c.QA.MintsPerIPMinute < 1, "at least 1"},
+		{"qa-vote-interval", c.QA.VoteInterval <= 0, "> 0"},
+		{"shutdown-grace", c.ShutdownGrace <= 0, "> 0"},
+	} {
+		if p.bad {
+			errs = append(errs, fmt.Errorf("--%s must be %s", p.flag, p.want))
+		}
 	}
 	if c.DebugAddr != "" {
 		if _, _, err := net.SplitHostPort(c.DebugAddr); err != nil {
@@ -212,18 +241,10 @@ type Token struct {
 	SigningKeyFile string
 }
 
-// LoadToken parses `cabildo token create` flags.
-func LoadToken(args []string, getenv func(string) string, stderr io.Writer) (Token, error) {
+// LoadToken parses `cabildo token create` flags; like LoadServe it prints nothing.
+func LoadToken(args []string, getenv func(string) string) (Token, error) {
 	var c Token
-	fs := flag.NewFlagSet("token create", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.StringVar(&c.Event, "event", "", "event id the token is for (required)")
-	fs.StringVar(&c.Role, "role", "organizer", "organizer or moderator")
-	fs.StringVar(&c.Subject, "subject", "cli", "who the token is for, recorded with every change they make")
-	fs.DurationVar(&c.TTL, "ttl", 72*time.Hour, "how long the token is valid")
-	fs.StringVar(&c.DataDir, "data-dir", "data", "data directory of the server (holds the signing key)")
-	fs.StringVar(&c.SigningKey, "signing-key", "", "token signing key, hex")
-	fs.StringVar(&c.SigningKeyFile, "signing-key-file", "", "signing key file (default <data-dir>/signing.key)")
+	fs := tokenFlags(&c)
 	if err := parse(fs, args, getenv); err != nil {
 		return c, err
 	}
@@ -235,30 +256,22 @@ func LoadToken(args []string, getenv func(string) string, stderr io.Writer) (Tok
 		errs = append(errs, errors.New("--event is required"))
 	}
 	if c.TTL <= 0 || c.TTL > 90*24*time.Hour {
-		errs = append(errs, errors.New("--ttl must be between 1s and 90 days"))
+		errs = append(errs, errors.New("--ttl must be between 1s and 90 days (2160h)"))
 	}
-	return c, errors.Join(errs...)
+	return c, usage(fs, errors.Join(errs...))
 }
 
-func parse(fs *flag.FlagSet, args []string, getenv func(string) string) error {
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected arguments: %v", fs.Args())
-	}
-	set := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-	var errs []error
-	fs.VisitAll(func(f *flag.Flag) {
-		if set[f.Name] {
-			return
-		}
-		if v := getenv(env(f.Name)); v != "" {
-			if err := f.Value.Set(v); err != nil {
-				errs = append(errs, fmt.Errorf("%s=%q: %w", env(f.Name), v, err))
-			}
-		}
-	})
-	return errors.Join(errs...)
+// TokenFlags is the flag set of `cabildo token create` with its defaults, for help.
+func TokenFlags() *flag.FlagSet { return tokenFlags(new(Token)) }
+
+func tokenFlags(c *Token) *flag.FlagSet {
+	fs := newFlagSet("token create")
+	fs.StringVar(&c.Event, "event", "", "event id the token is for (required)")
+	fs.StringVar(&c.Role, "role", "organizer", "organizer or moderator")
+	fs.StringVar(&c.Subject, "subject", "cli", "who the token is for, recorded with every change they make")
+	fs.DurationVar(&c.TTL, "ttl", 72*time.Hour, "how long the token is valid")
+	fs.StringVar(&c.DataDir, "data-dir", "data", "data directory of the server (holds the signing key)")
+	fs.StringVar(&c.SigningKey, "signing-key", "", "the cluster's token signing key, hex (as given to serve)")
+	fs.StringVar(&c.SigningKeyFile, "signing-key-file", "", "signing key file (default <data-dir>/signing.key, created by serve)")
+	return fs
 }

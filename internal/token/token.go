@@ -46,6 +46,9 @@ const (
 	minKey  = 32
 )
 
+// ForeignKeyMessage is what a client is told about a token signed with another key.
+const ForeignKeyMessage = "the bearer token is signed with a different key than this server's (--data-dir / --signing-key)"
+
 // Leeway is the clock skew tolerated on a token's times; a token ends Leeway after its exp.
 const Leeway = 5 * time.Second
 
@@ -83,20 +86,29 @@ func ParseKey(s string) ([]byte, error) {
 	return k, nil
 }
 
-// LoadOrCreateKeyFile reads the hex key at path, creating it with a fresh random key
-// (mode 0600) the first time, so `serve` and `token create` on one data directory agree.
-func LoadOrCreateKeyFile(path string) ([]byte, error) {
+// LoadKeyFile reads the hex key at path; a missing file is an error wrapping
+// os.ErrNotExist. `token create` uses it: a key it made up would sign tokens no server
+// accepts.
+func LoadKeyFile(path string) ([]byte, error) {
 	b, err := os.ReadFile(path)
-	if err == nil {
-		return ParseKey(string(b))
-	}
-	if !errors.Is(err, os.ErrNotExist) {
+	if err != nil {
 		return nil, fmt.Errorf("token: read key: %w", err)
+	}
+	return ParseKey(string(b))
+}
+
+// LoadOrCreateKeyFile reads the hex key at path, creating it with a fresh random key
+// (mode 0600) the first time: `serve` does, so a node's first start makes the key that
+// `token create` then reads from the same data directory.
+func LoadOrCreateKeyFile(path string) ([]byte, error) {
+	key, err := LoadKeyFile(path)
+	if !errors.Is(err, os.ErrNotExist) {
+		return key, err
 	}
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("token: create key dir: %w", err)
 	}
-	key := make([]byte, minKey)
+	key = make([]byte, minKey)
 	if _, err := rand.Read(key); err != nil {
 		return nil, fmt.Errorf("token: generate key: %w", err)
 	}
@@ -162,7 +174,10 @@ func (k *Keys) mint(event string, role Role, subject, name string, ttl time.Dura
 }
 
 // Verify checks a token's signature, algorithm, issuer, audience and expiry. The error
-// never says which check failed: that would help a forger.
+// says which check failed only for a well-formed HS256 token whose signature does not
+// match this server's key: a forger learns nothing from that (only the key signs), while an
+// operator learns the commonest setup mistake, a token minted with another data directory
+// or key. Every other failure reads the same.
 func (k *Keys) Verify(tok string) (Claims, error) {
 	var c Claims
 	_, err := jwt.ParseWithClaims(tok, &c, func(*jwt.Token) (any, error) { return k.key, nil },
@@ -171,6 +186,9 @@ func (k *Keys) Verify(tok string) (Claims, error) {
 		jwt.WithIssuedAt(), jwt.WithLeeway(Leeway), jwt.WithTimeFunc(k.now))
 	if err == nil && (!cabildo.ValidSlug(c.Event) || (c.Type != Organizer && c.Type != Moderator && c.Type != Attendee)) {
 		err = errors.New("token: bad claims")
+	}
+	if errors.Is(err, jwt.ErrSignatureInvalid) {
+		return Claims{}, &cabildo.Error{Code: cabildo.CodeUnauthorized, Message: ForeignKeyMessage, Err: err}
 	}
 	if err != nil {
 		return Claims{}, &cabildo.Error{Code: cabildo.CodeUnauthorized, Message: "the bearer token is not valid", Err: err}

@@ -1,6 +1,7 @@
 package token
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -103,10 +104,37 @@ func TestVerifyRejects(t *testing.T) {
 			if e, ok := err.(*cabildo.Error); ok {
 				ce = e
 			}
+			// Only a signature that does not match this key is named: it tells an operator
+			// the token came from another data directory or key, and a forger nothing.
+			if tc.name == "other key" || tc.name == "tampered" {
+				if ce == nil || ce.Message != ForeignKeyMessage {
+					t.Fatalf("client message %q, want %q", ce.Message, ForeignKeyMessage)
+				}
+				return
+			}
 			if ce == nil || strings.Contains(ce.Message, "exp") || strings.Contains(ce.Message, "sign") {
 				t.Fatalf("client message %q must not say which check failed", ce.Message)
 			}
 		})
+	}
+}
+
+// TestLoadKeyFileNeverCreates: token create reads the key serve made; a missing file is
+// os.ErrNotExist, and stays missing.
+func TestLoadKeyFileNeverCreates(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "data", KeyFile)
+	if _, err := LoadKeyFile(path); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("LoadKeyFile(missing) = %v, want os.ErrNotExist", err)
+	}
+	if _, err := os.Stat(filepath.Dir(path)); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("LoadKeyFile created %s", filepath.Dir(path))
+	}
+	made, err := LoadOrCreateKeyFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := LoadKeyFile(path); err != nil || string(got) != string(made) {
+		t.Fatalf("LoadKeyFile = %x, %v; want the key serve made", got, err)
 	}
 }
 
