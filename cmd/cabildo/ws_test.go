@@ -17,10 +17,14 @@ import (
 	"github.com/cabildo/cabildo/pkg/protocol"
 )
 
-// wsConn is a raw test client of GET /v1/ws.
+// wsConn is a raw test client of GET /v1/ws, configured from the contract: a frame over
+// the bound asyncapi.yaml states for server frames ends it (1009).
 type wsConn struct {
 	t *testing.T
 	c *websocket.Conn
+	// parts are the sizes of the frames of the last snapshot subscribe joined (one for a
+	// whole snapshot).
+	parts []int
 }
 
 func dialWS(t *testing.T, n *node, header http.Header) (*wsConn, *http.Response, error) {
@@ -31,7 +35,19 @@ func dialWS(t *testing.T, n *node, header http.Header) (*wsConn, *http.Response,
 		return nil, resp, err
 	}
 	t.Cleanup(func() { c.Close() })
+	c.SetReadLimit(int64(maxServerFrame(t)))
 	return &wsConn{t: t, c: c}, resp, nil
+}
+
+// maxServerFrame is the most a server frame may weigh, as asyncapi.yaml states it.
+func maxServerFrame(t testing.TB) int {
+	t.Helper()
+	limits, _ := frames(t).Document()["channels"].(map[string]any)["ws"].(map[string]any)["x-limits"].(map[string]any)
+	n, err := limits["maxServerFrameBytes"].(json.Number).Int64()
+	if err != nil || n <= 0 {
+		t.Fatalf("asyncapi.yaml states no maxServerFrameBytes: %v", limits)
+	}
+	return int(n)
 }
 
 func mustDial(t *testing.T, n *node) *wsConn {
@@ -72,6 +88,13 @@ func (w *wsConn) send(f protocol.ClientFrame) {
 
 func (w *wsConn) next() protocol.ServerFrame {
 	w.t.Helper()
+	f, _ := w.nextSized()
+	return f
+}
+
+// nextSized is next and the frame's size.
+func (w *wsConn) nextSized() (protocol.ServerFrame, int) {
+	w.t.Helper()
 	_ = w.c.SetReadDeadline(time.Now().Add(10 * time.Second))
 	_, b, err := w.c.ReadMessage()
 	if err != nil {
@@ -84,7 +107,7 @@ func (w *wsConn) next() protocol.ServerFrame {
 	if err := frames(w.t).Server(b); err != nil {
 		w.t.Errorf("contract: %v\nframe: %.300s", err, b)
 	}
-	return f
+	return f, len(b)
 }
 
 // closeCode reads until the server closes and returns its close code.
@@ -104,13 +127,38 @@ func (w *wsConn) closeCode() int {
 	}
 }
 
-// subscribe sends a subscribe and returns the frames up to and including subscribed.
+// subscribe sends a subscribe in English and returns the frames up to and including
+// subscribed, a snapshot in parts joined into one (checked against the contract too).
 func (w *wsConn) subscribe(channel string, since *uint64) []protocol.ServerFrame {
 	w.t.Helper()
-	w.send(protocol.ClientFrame{Type: protocol.TypeSubscribe, ID: 7, Channel: channel, Since: since, Lang: "en"})
-	var out []protocol.ServerFrame
+	return w.subscribeIn(channel, since, "en")
+}
+
+func (w *wsConn) subscribeIn(channel string, since *uint64, lang string) []protocol.ServerFrame {
+	w.t.Helper()
+	w.send(protocol.ClientFrame{Type: protocol.TypeSubscribe, ID: 7, Channel: channel, Since: since, Lang: lang})
+	var (
+		out   []protocol.ServerFrame
+		parts protocol.Parts
+	)
+	w.parts = nil
 	for {
-		f := w.next()
+		f, size := w.nextSized()
+		if f.Type == protocol.TypeSnapshot {
+			w.parts = append(w.parts, size)
+		}
+		f, whole, err := parts.Add(f)
+		if err != nil {
+			w.t.Fatalf("subscribe %s: %v", channel, err)
+		}
+		if parts.Pending() {
+			continue // a part, not the last
+		}
+		if whole {
+			if err := frames(w.t).Snapshot(f); err != nil {
+				w.t.Errorf("joined snapshot: %v", err)
+			}
+		}
 		out = append(out, f)
 		if f.Type == protocol.TypeError {
 			w.t.Fatalf("subscribe %s: %s %s", channel, f.Code, f.Message)

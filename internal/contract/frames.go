@@ -13,24 +13,30 @@ import (
 	"github.com/santhosh-tekuri/jsonschema/v6"
 
 	mobileapi "github.com/cabildo/cabildo/mobile-api"
+	"github.com/cabildo/cabildo/pkg/protocol"
 )
 
 // FrameValidator checks websocket frames against the realtime contract,
 // mobile-api/asyncapi.yaml: each frame must be exactly one of the messages the document
 // lists for its direction, picked by the frame's type and, for the types that have one
-// message per channel kind (snapshot, update), by the channel's prefix. Websocket tests
-// load one FrameValidator and pass it every frame they send and receive. It is safe for
-// concurrent use.
+// message per channel kind (snapshot, update), by the channel's prefix; a snapshot in
+// parts (a frame with parts) is the one message marked x-snapshot-part. Every frame must
+// also be within its direction's size bound (x-limits). Websocket tests load one
+// FrameValidator and pass it every frame they send and receive, and the snapshots they
+// join from parts to Snapshot. It is safe for concurrent use.
 type FrameValidator struct {
 	doc    map[string]any
 	client map[string][]frameSchema // by frame type
 	server map[string][]frameSchema
+	// The most a frame may weigh, each way: maxFrameBytes and maxServerFrameBytes.
+	clientMax, serverMax int
 }
 
 // frameSchema is one message of the document, compiled.
 type frameSchema struct {
 	message string // its key in components/messages
 	prefix  string // x-channel-prefix: the channels it is for; "" for any
+	part    bool   // x-snapshot-part: the frames of a snapshot in parts, on any channel
 	schema  *jsonschema.Schema
 }
 
@@ -68,6 +74,9 @@ func loadFrames(data []byte) (*FrameValidator, error) {
 		return nil, fmt.Errorf("contract: asyncapi.yaml: %w", err)
 	}
 	v := &FrameValidator{doc: doc, client: map[string][]frameSchema{}, server: map[string][]frameSchema{}}
+	if v.clientMax, v.serverMax, err = frameLimits(doc); err != nil {
+		return nil, fmt.Errorf("contract: asyncapi.yaml: %w", err)
+	}
 	ops, _ := doc["operations"].(map[string]any)
 	for _, name := range sortedKeys(ops) {
 		op, _ := ops[name].(map[string]any)
@@ -103,6 +112,29 @@ func loadFrames(data []byte) (*FrameValidator, error) {
 	return v, nil
 }
 
+// frameLimits reads the frame size bounds of channel ws.
+func frameLimits(doc map[string]any) (client, server int, err error) {
+	channels, _ := doc["channels"].(map[string]any)
+	ws, _ := channels["ws"].(map[string]any)
+	limits, _ := ws["x-limits"].(map[string]any)
+	read := func(key string) (int, error) {
+		n, ok := limits[key].(json.Number)
+		if !ok {
+			return 0, fmt.Errorf("channels.ws.x-limits.%s is missing", key)
+		}
+		i, err := n.Int64()
+		if err != nil || i <= 0 {
+			return 0, fmt.Errorf("channels.ws.x-limits.%s is %s, not a positive integer", key, n)
+		}
+		return int(i), nil
+	}
+	if client, err = read("maxFrameBytes"); err != nil {
+		return 0, 0, err
+	}
+	server, err = read("maxServerFrameBytes")
+	return client, server, err
+}
+
 // compileMessage follows ref to a message and compiles its payload. It returns the
 // payload's type constant too.
 func compileMessage(c *jsonschema.Compiler, doc map[string]any, ref string) (frameSchema, string, error) {
@@ -130,12 +162,27 @@ func compileMessage(c *jsonschema.Compiler, doc map[string]any, ref string) (fra
 		return frameSchema{}, "", fmt.Errorf("message %s: %w", ptr, err)
 	}
 	prefix, _ := msg["x-channel-prefix"].(string)
-	return frameSchema{message: ptr[strings.LastIndex(ptr, "/")+1:], prefix: prefix, schema: sch}, typ, nil
+	part, _ := msg["x-snapshot-part"].(bool)
+	return frameSchema{message: ptr[strings.LastIndex(ptr, "/")+1:], prefix: prefix, part: part, schema: sch}, typ, nil
 }
 
-// checkAlternatives makes sure the messages sharing a frame type can be told apart.
+// checkAlternatives makes sure the messages sharing a frame type can be told apart: by
+// the channel's prefix, but for one message for snapshot parts.
 func checkAlternatives(typ string, list []frameSchema) error {
-	if len(list) == 1 {
+	parts := 0
+	for _, fs := range list {
+		if fs.part {
+			if typ != protocol.TypeSnapshot || fs.prefix != "" {
+				return fmt.Errorf("message %s: x-snapshot-part is for a %s message for every channel", fs.message, protocol.TypeSnapshot)
+			}
+			parts++
+		}
+	}
+	if parts > 1 {
+		return fmt.Errorf("type %q has %d messages for snapshot parts, want one", typ, parts)
+	}
+	list = slices.DeleteFunc(slices.Clone(list), func(fs frameSchema) bool { return fs.part })
+	if len(list) <= 1 {
 		return nil
 	}
 	var prefixes []string
@@ -223,18 +270,36 @@ func sortedKeys[V any](m map[string]V) []string {
 	return keys
 }
 
-// Server checks a frame the server sent (one websocket text message).
+// Server checks a frame the server sent (one websocket text message), its size included.
 func (v *FrameValidator) Server(frame []byte) error {
-	return v.check("server", v.server, v.client, frame)
+	return v.check("server", v.server, v.client, frame, v.serverMax)
 }
 
 // Client checks a frame a client sent, to prove a test's frames are ones the contract
 // allows, so that the server's answers to them mean something.
 func (v *FrameValidator) Client(frame []byte) error {
-	return v.check("client", v.client, v.server, frame)
+	return v.check("client", v.client, v.server, frame, v.clientMax)
 }
 
-func (v *FrameValidator) check(side string, own, other map[string][]frameSchema, frame []byte) error {
+// Snapshot checks a snapshot a client joined from parts (protocol.Parts): the frame it
+// stands for must be a valid snapshot of its channel but for its size, which no frame
+// ever had.
+func (v *FrameValidator) Snapshot(f protocol.ServerFrame) error {
+	if f.Type != protocol.TypeSnapshot || f.Parts != 0 || f.Data == nil {
+		return fmt.Errorf("contract: a joined snapshot is a %s frame with data and no parts, not %s with parts %d", protocol.TypeSnapshot, f.Type, f.Parts)
+	}
+	frame, err := json.Marshal(f)
+	if err != nil {
+		return fmt.Errorf("contract: joined snapshot of %s: %w", f.Channel, err)
+	}
+	return v.check("server", v.server, v.client, frame, 0)
+}
+
+// check validates frame as one of own's messages; limit > 0 bounds its size.
+func (v *FrameValidator) check(side string, own, other map[string][]frameSchema, frame []byte, limit int) error {
+	if limit > 0 && len(frame) > limit {
+		return fmt.Errorf("contract: %s frame of %d bytes is over the %d the contract allows: %s", side, len(frame), limit, short(frame))
+	}
 	inst, err := jsonschema.UnmarshalJSON(bytes.NewReader(frame))
 	if err != nil {
 		return fmt.Errorf("contract: %s frame is not one JSON value: %w", side, err)
@@ -253,6 +318,19 @@ func (v *FrameValidator) check(side string, own, other map[string][]frameSchema,
 			return fmt.Errorf("contract: %q frames do not go that way: not a %s frame", typ, side)
 		}
 		return fmt.Errorf("contract: %s frame type %q is not in the contract (it has %s)", side, typ, strings.Join(sortedKeys(own), ", "))
+	}
+	_, inParts := obj["parts"]
+	if _, ok := obj["part"]; ok {
+		inParts = true
+	}
+	if _, ok := obj["chunk"]; ok {
+		inParts = true
+	}
+	// A frame with parts is checked against the message for parts, whatever its channel;
+	// one without, against the others.
+	list = slices.DeleteFunc(slices.Clone(list), func(fs frameSchema) bool { return fs.part != inParts })
+	if len(list) == 0 {
+		return fmt.Errorf("contract: %s %s frame with part, parts or chunk: the contract has no such message", side, typ)
 	}
 	fs := list[0]
 	if len(list) > 1 {
@@ -284,6 +362,11 @@ func checkVersions(message string, frame map[string]any) error {
 	version, _ := frame["version"].(json.Number)
 	if prev, ok := frame["prev"].(json.Number); ok && !numLess(prev, version) {
 		return fmt.Errorf("prev %s is not below version %s", prev, version)
+	}
+	if part, ok := frame["part"].(json.Number); ok {
+		if parts, _ := frame["parts"].(json.Number); numLess(parts, part) {
+			return fmt.Errorf("part %s of %s", part, parts)
+		}
 	}
 	data, _ := frame["data"].(map[string]any)
 	var inner []any

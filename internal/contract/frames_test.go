@@ -141,9 +141,16 @@ func TestLoadFrames(t *testing.T) {
 		t.Errorf("server frame types in the contract = %v, pkg/protocol has %v", got, want)
 	}
 	for _, typ := range []string{protocol.TypeSnapshot, protocol.TypeUpdate} {
-		var prefixes []string
+		var prefixes, parts []string
 		for _, fs := range v.server[typ] {
+			if fs.part {
+				parts = append(parts, fs.message)
+				continue
+			}
 			prefixes = append(prefixes, fs.prefix)
+		}
+		if want := map[string][]string{protocol.TypeSnapshot: {"snapshotPart"}}[typ]; !slices.Equal(parts, want) {
+			t.Errorf("%s messages for parts: %q, want %q", typ, parts, want)
 		}
 		slices.Sort(prefixes)
 		if want := []string{"announcements:", "moderation:", "questions:", "schedule:"}; !slices.Equal(prefixes, want) {
@@ -227,6 +234,7 @@ func TestProtocolConstantsDocumented(t *testing.T) {
 		"pingIntervalSeconds": protocol.PingIntervalSeconds,
 		"idleTimeoutSeconds":  protocol.IdleTimeoutSeconds,
 		"overSubscribes":      protocol.OverSubscribes,
+		"maxServerFrameBytes": protocol.MaxServerFrameBytes,
 	} {
 		if got := docInt(t, limits[key]); got != want {
 			t.Errorf("x-limits.%s = %d, pkg/protocol says %d", key, got, want)
@@ -366,6 +374,14 @@ func serverFrame(t *testing.T, f protocol.ServerFrame, data any) []byte {
 	if data != nil {
 		f.Data = frameJSON(t, data)
 	}
+	return frameJSON(t, f)
+}
+
+// sizedPart is a frame of a snapshot in parts that weighs exactly n bytes.
+func sizedPart(t *testing.T, n int) []byte {
+	t.Helper()
+	f := protocol.ServerFrame{Type: protocol.TypeSnapshot, Channel: moderationChannel, Version: 1, Part: 1, Parts: 9, Chunk: "x"}
+	f.Chunk = strings.Repeat("x", n-len(frameJSON(t, f))+1)
 	return frameJSON(t, f)
 }
 
@@ -511,8 +527,13 @@ func TestValidFrames(t *testing.T) {
 		"access ended":    serverFrame(t, protocol.ServerFrame{Type: protocol.TypeUnsubscribed, Channel: scheduleChannel}, nil),
 		"pong":            serverFrame(t, protocol.ServerFrame{Type: protocol.TypePong, ID: 9}, nil),
 		"pong no id":      serverFrame(t, protocol.ServerFrame{Type: protocol.TypePong}, nil),
-		// An error echoes the channel as the client sent it, however malformed.
-		"error bad channel": serverFrame(t, protocol.ServerFrame{Type: protocol.TypeError, ID: 5, Channel: "streams:" + strings.Repeat("x", 300), Code: protocol.ErrChannelNameTooLong, Message: "channel names are at most 255 bytes"}, nil),
+		// An error echoes the channel as the client sent it, however malformed, up to 255
+		// bytes; a longer one is left out.
+		"error bad channel":  serverFrame(t, protocol.ServerFrame{Type: protocol.TypeError, ID: 5, Channel: "streams:" + strings.Repeat("<", 247), Code: protocol.ErrUnknownChannel, Message: "unknown channel"}, nil),
+		"error long channel": serverFrame(t, protocol.ServerFrame{Type: protocol.TypeError, ID: 5, Code: protocol.ErrChannelNameTooLong, Message: "channel names are at most 255 bytes"}, nil),
+		"first part":         serverFrame(t, protocol.ServerFrame{Type: protocol.TypeSnapshot, Channel: scheduleChannel, Version: 4812, Part: 1, Parts: 2, Chunk: `{"event":{"id":"abie`}, nil),
+		"last part":          serverFrame(t, protocol.ServerFrame{Type: protocol.TypeSnapshot, Channel: questionsChannel, Version: 5188, Part: 2, Parts: 2, Chunk: `"é"]}`}, nil),
+		"largest frame":      sizedPart(t, protocol.MaxServerFrameBytes),
 	}
 	for name, code := range frameErrorCodes {
 		server["error "+name] = serverFrame(t, protocol.ServerFrame{Type: protocol.TypeError, ID: 7, Channel: scheduleChannel, Code: code, Message: "it went wrong"}, nil)
@@ -567,6 +588,18 @@ func TestInvalidFrames(t *testing.T) {
 			m["data"].(map[string]any)["changes"].([]any)[1].(map[string]any)["version"] = 4811
 		}),
 		"snapshot data version": mutateFrame(t, snapshot, func(m map[string]any) { m["version"] = 4813 }),
+		"error long channel": serverFrame(t, protocol.ServerFrame{Type: protocol.TypeError, ID: 5, Channel: "streams:" + strings.Repeat("x", 300),
+			Code: protocol.ErrChannelNameTooLong, Message: "channel names are at most 255 bytes"}, nil),
+		"frame over the bound": sizedPart(t, protocol.MaxServerFrameBytes+1),
+		"part past parts":      serverFrame(t, protocol.ServerFrame{Type: protocol.TypeSnapshot, Channel: scheduleChannel, Version: 4812, Part: 3, Parts: 2, Chunk: "{"}, nil),
+		"one part":             serverFrame(t, protocol.ServerFrame{Type: protocol.TypeSnapshot, Channel: scheduleChannel, Version: 4812, Part: 1, Parts: 1, Chunk: "{}"}, nil),
+		"part 0":               serverFrame(t, protocol.ServerFrame{Type: protocol.TypeSnapshot, Channel: scheduleChannel, Version: 4812, Parts: 2, Chunk: "{"}, nil),
+		"part without parts":   serverFrame(t, protocol.ServerFrame{Type: protocol.TypeSnapshot, Channel: scheduleChannel, Version: 4812, Part: 1, Chunk: "{"}, nil),
+		"empty chunk":          []byte(`{"type":"snapshot","channel":"schedule:abierta-2025","version":4812,"part":1,"parts":2,"chunk":""}`),
+		"part with data":       mutateFrame(t, snapshot, func(m map[string]any) { m["part"], m["parts"] = 1, 2 }),
+		"chunk with data":      mutateFrame(t, snapshot, func(m map[string]any) { m["chunk"] = "{" }),
+		"part of an update":    serverFrame(t, protocol.ServerFrame{Type: protocol.TypeUpdate, Channel: scheduleChannel, Version: 4812, Prev: u64(4790), Part: 1, Parts: 2, Chunk: "{"}, nil),
+		"part of a stream":     serverFrame(t, protocol.ServerFrame{Type: protocol.TypeSnapshot, Channel: "streams:abierta-2025", Version: 4812, Part: 1, Parts: 2, Chunk: "{"}, nil),
 		"announcement version": serverFrame(t, protocol.ServerFrame{Type: protocol.TypeUpdate, Channel: announcementsChannel, Version: 6, Prev: u64(4)},
 			announcementsUpdate{Announcement: announcement{ID: 1, Version: 5, At: updatedAt, Title: "t", Body: "b", Priority: "info"}}),
 		"subscribed no channel": serverFrame(t, protocol.ServerFrame{Type: protocol.TypeSubscribed, ID: 1, Version: 3}, nil),
@@ -595,6 +628,11 @@ func TestInvalidFrames(t *testing.T) {
 		"snapshot other channel": `channel "streams:abierta-2025"`,
 		"prev not below":         "prev 4812 is not below version 4812",
 		"snapshot data version":  "data carries version 4812, the frame 4813",
+		"error long channel":     "at '/channel': maxLength",
+		"frame over the bound":   "frame of 65537 bytes is over the 65536 the contract allows",
+		"part past parts":        "part 3 of 2",
+		"part with data":         "additional properties 'data' not allowed",
+		"part of an update":      "with part, parts or chunk: the contract has no such message",
 	}
 	for name, frame := range server {
 		err := v.Server(frame)

@@ -3,6 +3,7 @@ package realtime
 import (
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -27,21 +28,22 @@ type Channels struct {
 	VoteInterval time.Duration
 
 	mu        sync.Mutex
-	snapshots map[string]snapshotFrame // newest snapshot frame per topic
-	feeds     map[string]*feed         // town-hall feeds by event:session
+	snapshots map[string]cachedSnapshot // newest snapshot per topic
+	feeds     map[string]*feed          // town-hall feeds by event:session
 }
 
-// snapshotFrame is a snapshot encoded once and shared by every subscriber that joins at
-// its version: a thousand clients joining together cost one rendering, not a thousand.
-type snapshotFrame struct {
+// cachedSnapshot is a snapshot encoded once (whole, or in parts) and shared by every
+// subscriber that joins at its version: a thousand clients joining together cost one
+// rendering, not a thousand.
+type cachedSnapshot struct {
 	version uint64
-	frame   Frame
+	frames  []Frame
 }
 
 // NewChannels serves the hub's channels from store.
 func NewChannels(hub *Hub, store *projection.Store) *Channels {
 	return &Channels{hub: hub, store: store, VoteInterval: 250 * time.Millisecond,
-		snapshots: map[string]snapshotFrame{}, feeds: map[string]*feed{}}
+		snapshots: map[string]cachedSnapshot{}, feeds: map[string]*feed{}}
 }
 
 // Channel kinds.
@@ -151,17 +153,21 @@ func (ch *Channels) OnApply(a projection.Applied) {
 		if !ch.hub.HasTopic(key) {
 			continue
 		}
-		var frame Frame
+		var frames []Frame
 		ch.store.Read(a.Event, func(st *projection.EventState) {
 			l := render.New(st, lang)
 			up := api.ScheduleUpdate{Changes: make([]api.Change, 0, len(a.Changes))}
 			for _, c := range a.Changes {
 				up.Changes = append(up.Changes, l.Change(c))
 			}
-			frame = encode(protocol.ServerFrame{Type: protocol.TypeUpdate, Channel: name, Version: a.Seq, Prev: &a.Prev}, up)
+			frames = []Frame{encode(protocol.ServerFrame{Type: protocol.TypeUpdate, Channel: name, Version: a.Seq, Prev: &a.Prev}, up)}
+			if !fits(frames) {
+				// The projection has applied nothing after a.Seq yet: the schedule is at a.Seq.
+				frames = ch.snapshot(key, st.Version, func() []Frame { return snapshotFrames(name, st.Version, l.Schedule()) })
+			}
 		})
-		if frame != nil {
-			ch.hub.Publish(key, a.Seq, frame)
+		if frames != nil {
+			ch.hub.Publish(key, a.Seq, frames...)
 		}
 	}
 }
@@ -189,14 +195,14 @@ func (ch *Channels) Subscribe(c *Client, chn Channel, lang cabildo.Lang, since *
 			l := render.New(st, lang)
 			if since != nil && *since >= st.Created && *since <= st.Version {
 				if changes, err := st.ChangesSince(*since); err == nil {
-					if frames = updates(l, name, st.VersionAt(*since), changes); weight(frames) <= ch.hub.ResumeBytes() {
+					if frames = updates(l, name, st.VersionAt(*since), changes); weight(frames) <= ch.hub.ResumeBytes() && fits(frames) {
 						return
 					}
 				}
 			}
-			frames = []Frame{ch.snapshot(topicKey(name, lang), version, func() Frame {
-				return encode(protocol.ServerFrame{Type: protocol.TypeSnapshot, Channel: name, Version: version}, l.Schedule())
-			})}
+			frames = slices.Clone(ch.snapshot(topicKey(name, lang), version, func() []Frame {
+				return snapshotFrames(name, version, l.Schedule())
+			}))
 		})
 		if !found {
 			return nil, 0, &FrameError{Code: protocol.ErrUnknownChannel, Message: fmt.Sprintf("event %q does not exist", chn.Event)}
@@ -247,16 +253,16 @@ func encode(f protocol.ServerFrame, data any) Frame {
 	return b
 }
 
-// snapshot returns the topic's snapshot frame at version, encoding it only if no
-// subscriber needed that version before.
-func (ch *Channels) snapshot(key string, version uint64, render func() Frame) Frame {
+// snapshot returns the topic's snapshot frames at version, encoding them only if no
+// subscriber needed that version before. The slice is shared: append to a clone.
+func (ch *Channels) snapshot(key string, version uint64, render func() []Frame) []Frame {
 	ch.mu.Lock()
 	defer ch.mu.Unlock()
 	if sf, ok := ch.snapshots[key]; ok && sf.version == version {
-		return sf.frame
+		return sf.frames
 	}
 	f := render()
-	ch.snapshots[key] = snapshotFrame{version: version, frame: f}
+	ch.snapshots[key] = cachedSnapshot{version: version, frames: f}
 	return f
 }
 
@@ -267,17 +273,21 @@ func (ch *Channels) publishAnnouncement(a projection.Applied) {
 		if !ch.hub.HasTopic(key) {
 			continue
 		}
-		var frame Frame
+		var frames []Frame
 		ch.store.Read(a.Event, func(st *projection.EventState) {
+			l := render.New(st, lang)
 			for _, an := range st.Announcements {
 				if uint64(an.ID) == a.Seq {
-					up := api.AnnouncementsUpdate{Announcement: render.New(st, lang).Announcement(an)}
-					frame = encode(protocol.ServerFrame{Type: protocol.TypeUpdate, Channel: name, Version: a.Seq, Prev: &a.Prev}, up)
+					up := api.AnnouncementsUpdate{Announcement: l.Announcement(an)}
+					frames = []Frame{encode(protocol.ServerFrame{Type: protocol.TypeUpdate, Channel: name, Version: a.Seq, Prev: &a.Prev}, up)}
 				}
 			}
+			if frames != nil && !fits(frames) {
+				frames = snapshotFrames(name, a.Seq, api.AnnouncementsSnapshot{Announcements: l.Announcements(0)})
+			}
 		})
-		if frame != nil {
-			ch.hub.Publish(key, a.Seq, frame)
+		if frames != nil {
+			ch.hub.Publish(key, a.Seq, frames...)
 		}
 	}
 }
@@ -289,8 +299,7 @@ func announcementFrames(l render.Localizer, name string, since *uint64, budget i
 	st := l.St
 	version := max(st.AnnouncementsVersion, st.Created)
 	snapshot := func() []Frame {
-		snap := api.AnnouncementsSnapshot{Announcements: l.Announcements(0)}
-		return []Frame{encode(protocol.ServerFrame{Type: protocol.TypeSnapshot, Channel: name, Version: version}, snap)}
+		return snapshotFrames(name, version, api.AnnouncementsSnapshot{Announcements: l.Announcements(0)})
 	}
 	if since == nil || *since < st.Created || *since > version {
 		return snapshot(), version
@@ -308,7 +317,7 @@ func announcementFrames(l render.Localizer, name string, since *uint64, budget i
 			api.AnnouncementsUpdate{Announcement: a}))
 		prev = a.Version
 	}
-	if weight(frames) > budget {
+	if weight(frames) > budget || !fits(frames) {
 		return snapshot(), version
 	}
 	return frames, version

@@ -384,10 +384,11 @@ func (h *Hub) leave(c *Client, key string) {
 	}
 }
 
-// Publish queues frame, the update to version, to every subscriber of key that has not
-// got that version yet. It must be called in version order per topic, after the
-// projection has applied the version. It returns the number of clients it reached.
-func (h *Hub) Publish(key string, version uint64, frame Frame) int {
+// Publish queues frames, the update to version (or the snapshot at version sent in its
+// place, in parts), to every subscriber of key that has not got that version yet, as one
+// unit. It must be called in version order per topic, after the projection has applied
+// the version. It returns the number of clients it reached.
+func (h *Hub) Publish(key string, version uint64, frames ...Frame) int {
 	t := h.topic(key, false)
 	if t == nil {
 		return 0
@@ -400,7 +401,7 @@ func (h *Hub) Publish(key string, version uint64, frame Frame) int {
 			continue
 		}
 		t.subs[c] = version
-		if c.offer(frame) {
+		if c.offerAll(frames) {
 			n++
 		} else {
 			slow = append(slow, c)

@@ -50,6 +50,10 @@ type view struct {
 	items     map[int64]item // questions by id; for moderation also actions, by -version
 	actions   []int64        // the action keys in items
 	ring      []sent         // the last updates, for resumes
+	// snap is the audience's snapshot at version, encoded for the first subscriber that
+	// needed it and shared by the rest (a hall of phones joins at once). Moderation
+	// snapshots carry the server's time, so each moderator gets a fresh one.
+	snap []Frame
 }
 
 type item struct {
@@ -59,7 +63,7 @@ type item struct {
 
 type sent struct {
 	prev, version uint64
-	frame         Frame
+	frame         Frame // nil: the update did not fit a frame, and went out as a snapshot
 }
 
 // ringSize is how many recent updates a feed keeps to resume a client exactly; an older
@@ -197,12 +201,12 @@ func (ch *Channels) advanceLocked(f *feed) {
 	})
 	ak, mk := ch.topicKeys(f)
 	a := f.audience.advance(KindQuestions, f, version, open, moderated, aud, nil, votesDue)
-	if a.frame != nil {
-		ch.hub.Publish(ak, version, a.frame)
+	if a.frames != nil {
+		ch.hub.Publish(ak, version, a.frames...)
 	}
 	m := f.moderator.advance(KindModeration, f, version, open, moderated, mod, &f.queue, votesDue)
-	if m.frame != nil {
-		ch.hub.Publish(mk, version, m.frame)
+	if m.frames != nil {
+		ch.hub.Publish(mk, version, m.frames...)
 	}
 	// Counts that went out with a question approved or asked restart the interval: the
 	// next update of counts alone waits VoteInterval from there, so an audience gets a few
@@ -217,9 +221,9 @@ func (ch *Channels) advanceLocked(f *feed) {
 
 // advanced is what a view's advance did.
 type advanced struct {
-	frame    Frame // the update to publish; nil when subscribers would see nothing new
-	votes    bool  // the update carries changed vote counts
-	deferred bool  // only vote counts changed, and they wait until VoteInterval has passed
+	frames   []Frame // the update to publish (or the snapshot in its place); nil when subscribers would see nothing new
+	votes    bool    // the update carries changed vote counts
+	deferred bool    // only vote counts changed, and they wait until VoteInterval has passed
 }
 
 // change is one item of a view as it is now; it is nil when the item left the view.
@@ -357,14 +361,21 @@ func (v *view) advance(kind string, f *feed, version uint64, open, moderated boo
 	up.Queue = queue
 	prev := v.version
 	name := Channel{Kind: kind, Event: f.event, Session: f.session}.Name()
-	frame := encode(protocol.ServerFrame{Type: protocol.TypeUpdate, Channel: name, Version: version, Prev: &prev}, up)
+	frames := []Frame{encode(protocol.ServerFrame{Type: protocol.TypeUpdate, Channel: name, Version: version, Prev: &prev}, up)}
 	v.version, v.open, v.moderated = version, open, moderated
 	v.apply(changes)
-	v.ring = append(v.ring, sent{prev: prev, version: version, frame: frame})
+	v.snap = nil
+	out := sent{prev: prev, version: version, frame: frames[0]}
+	if !fits(frames) {
+		// Too big for a frame (a flood of questions or counts at once): subscribers start
+		// again from the view, which can be cut in parts where an update cannot.
+		frames, out.frame = v.snapshot(kind, f, name), nil
+	}
+	v.ring = append(v.ring, out)
 	if len(v.ring) > ringSize {
 		v.ring = slices.Delete(v.ring, 0, len(v.ring)-ringSize)
 	}
-	return advanced{frame: frame, votes: len(up.Votes) > 0}
+	return advanced{frames: frames, votes: len(up.Votes) > 0}
 }
 
 // apply puts changes into the view, keeping the most recent moderation actions only.
@@ -416,7 +427,8 @@ func sameButVotes(a, b any) bool {
 	return false
 }
 
-// since returns the updates after version since, if the view still has all of them.
+// since returns the updates after version since, if the view still has all of them (an
+// update that went out as a snapshot is not kept: resuming across it brings a snapshot).
 func (v *view) since(since uint64) ([]Frame, bool) {
 	if since == v.version {
 		return nil, true
@@ -425,6 +437,9 @@ func (v *view) since(since uint64) ([]Frame, bool) {
 		if s.prev == since {
 			out := make([]Frame, 0, len(v.ring)-i)
 			for _, r := range v.ring[i:] {
+				if r.frame == nil {
+					return nil, false
+				}
 				out = append(out, r.frame)
 			}
 			return out, true
@@ -481,7 +496,7 @@ func (ch *Channels) subscribeLocked(f *feed, c *Client, chn Channel, since *uint
 			}
 		}
 		if !resumed {
-			frames = []Frame{v.snapshot(chn.Kind, f, name)}
+			frames = slices.Clone(v.snapshot(chn.Kind, f, name))
 		}
 		frames = append(frames, encode(protocol.ServerFrame{Type: protocol.TypeSubscribed, ID: id, Channel: name, Version: v.version}, nil))
 		return frames, v.version, nil
@@ -489,17 +504,20 @@ func (ch *Channels) subscribeLocked(f *feed, c *Client, chn Channel, since *uint
 }
 
 // snapshot renders the view: the public list in the audience's order, or everything for
-// moderators.
-func (v *view) snapshot(kind string, f *feed, name string) Frame {
-	head := protocol.ServerFrame{Type: protocol.TypeSnapshot, Channel: name, Version: v.version}
+// moderators. The audience's frames are shared: append to a clone.
+func (v *view) snapshot(kind string, f *feed, name string) []Frame {
 	if kind == KindQuestions {
+		if v.snap != nil {
+			return v.snap
+		}
 		list := api.QuestionList{Event: f.event, Session: f.session, Version: v.version, Open: v.open,
 			Moderated: v.moderated, Questions: make([]api.Question, 0, len(v.items))}
 		for _, it := range v.items {
 			list.Questions = append(list.Questions, it.value.(api.Question))
 		}
 		slices.SortFunc(list.Questions, audienceOrder)
-		return encode(head, list)
+		v.snap = snapshotFrames(name, v.version, list)
+		return v.snap
 	}
 	m := api.Moderation{Event: f.event, Session: f.session, Version: v.version, Open: v.open, Moderated: v.moderated,
 		ServerTime: time.Now().UTC(), Queue: f.queue, Questions: []api.ModQuestion{}, Actions: []api.ModAction{}}
@@ -512,7 +530,7 @@ func (v *view) snapshot(kind string, f *feed, name string) Frame {
 	}
 	slices.SortFunc(m.Questions, func(a, b api.ModQuestion) int { return cmp.Compare(a.ID, b.ID) })
 	slices.SortFunc(m.Actions, func(a, b api.ModAction) int { return cmp.Compare(a.Version, b.Version) })
-	return encode(head, m)
+	return snapshotFrames(name, v.version, m)
 }
 
 // audienceOrder is cabildo.CompareQuestions on the wire type.

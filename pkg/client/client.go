@@ -3,6 +3,10 @@
 // exponential backoff and jitter that resume every subscription from the last version it
 // saw, so no update is missed or seen twice. It also checks the protocol's continuity
 // promise as it goes: every update's prev must equal the last version seen.
+//
+// A snapshot too big for one frame comes in parts; the client joins them and delivers one
+// snapshot once the last has come. A connection lost before then delivers nothing: the
+// client resumes from the last version it delivered, as after any drop.
 package client
 
 import (
@@ -42,6 +46,10 @@ type Options struct {
 	// long, and reconnects: a server that vanished without closing the connection (power
 	// loss, a partition) is noticed. The server pings every 25 s; default 60 s.
 	IdleTimeout time.Duration
+	// ReadLimit is the largest frame accepted: a bigger one ends the connection (1009)
+	// and the client reconnects. Default protocol.MaxServerFrameBytes, the most the
+	// protocol lets a server send; negative for no limit.
+	ReadLimit int64
 }
 
 // Handler receives one subscription's frames, in order, on the client's read goroutine.
@@ -63,7 +71,7 @@ type Stats struct {
 	Connects   uint64 // successful connections, the first included
 	Snapshots  uint64
 	Updates    uint64
-	Gaps       uint64 // updates whose prev was not the last version seen: must stay 0
+	Gaps       uint64 // updates whose prev was not the last version seen, or snapshot parts out of sequence: must stay 0
 	Duplicates uint64 // updates at or below the last version seen: must stay 0
 }
 
@@ -93,6 +101,8 @@ type Subscription struct {
 	has  bool
 	// ended: the server ended it (its token expired); SetToken resumes it.
 	ended bool
+	// parts joins a snapshot in parts; only the read goroutine touches it.
+	parts protocol.Parts
 }
 
 // ErrUnauthorized stops the client: the server refused the token, and reconnecting with
@@ -114,6 +124,9 @@ func Dial(ctx context.Context, opts Options) (*Client, error) {
 	if opts.Dialer == nil {
 		opts.Dialer = &websocket.Dialer{HandshakeTimeout: 10 * time.Second, Proxy: http.ProxyFromEnvironment}
 	}
+	if opts.ReadLimit == 0 {
+		opts.ReadLimit = protocol.MaxServerFrameBytes
+	}
 	c := &Client{opts: opts, subs: map[string]*Subscription{}, done: make(chan struct{})}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	conn, err := c.dial(ctx)
@@ -132,6 +145,9 @@ func (c *Client) dial(ctx context.Context) (*websocket.Conn, error) {
 	}
 	if err != nil {
 		return nil, fmt.Errorf("client: dial %s: %w", c.opts.URL, err)
+	}
+	if c.opts.ReadLimit > 0 {
+		conn.SetReadLimit(c.opts.ReadLimit)
 	}
 	c.mu.Lock()
 	tok := c.opts.Token
@@ -184,6 +200,13 @@ func (c *Client) run(conn *websocket.Conn) {
 	for {
 		code, err := c.read(conn)
 		conn.Close()
+		// Parts of a snapshot cut short are never delivered: the resubscribe resumes from
+		// the last version delivered, and brings the updates or a whole snapshot.
+		c.mu.Lock()
+		for _, s := range c.subs {
+			s.parts.Reset()
+		}
+		c.mu.Unlock()
 		if c.opts.OnDisconnect != nil && c.ctx.Err() == nil {
 			c.opts.OnDisconnect(code, err)
 		}
@@ -256,16 +279,33 @@ func (c *Client) read(conn *websocket.Conn) (int, error) {
 		if err := json.Unmarshal(b, &f); err != nil {
 			continue
 		}
-		c.dispatch(f)
+		if err := c.dispatch(f); err != nil {
+			return 0, err
+		}
 	}
 }
 
-func (c *Client) dispatch(f protocol.ServerFrame) {
+// dispatch delivers one frame. An error ends the connection: the client resumes on a
+// new one.
+func (c *Client) dispatch(f protocol.ServerFrame) error {
 	c.mu.Lock()
 	s := c.subs[f.Channel]
 	c.mu.Unlock()
 	if s == nil {
-		return
+		return nil
+	}
+	if f.Parts != 0 || s.parts.Pending() {
+		whole, done, err := s.parts.Add(f)
+		if err != nil {
+			// A server that breaks the sequence cannot be trusted with this connection's
+			// state: start again from the last version delivered.
+			c.gaps.Add(1)
+			return fmt.Errorf("client: %s: %w", f.Channel, err)
+		}
+		if !done {
+			return nil
+		}
+		f = whole
 	}
 	switch f.Type {
 	case protocol.TypeSnapshot:
@@ -284,7 +324,7 @@ func (c *Client) dispatch(f protocol.ServerFrame) {
 		case has && f.Version <= last:
 			c.mu.Unlock()
 			c.dups.Add(1)
-			return
+			return nil
 		case has && (f.Prev == nil || *f.Prev != last):
 			c.gaps.Add(1)
 		}
@@ -311,7 +351,7 @@ func (c *Client) dispatch(f protocol.ServerFrame) {
 		}
 	case protocol.TypeUnsubscribed:
 		if f.Code == "" {
-			return // an unsubscribe this client asked for
+			return nil // an unsubscribe this client asked for
 		}
 		c.mu.Lock()
 		s.ended = true
@@ -320,6 +360,7 @@ func (c *Client) dispatch(f protocol.ServerFrame) {
 			s.h.OnError(f.Code, f.Message)
 		}
 	}
+	return nil
 }
 
 // SetToken replaces the client's token: it authenticates the current connection with it

@@ -9,6 +9,10 @@
 // since that version. Every update carries its version and prev, the channel's version
 // before it, so a client can check that it missed nothing: each update's prev equals the
 // last version it saw.
+//
+// No frame is over 64 KiB in either direction. A snapshot too big for one frame comes in
+// parts: snapshot frames with Part, Parts and Chunk instead of Data, which Parts joins
+// back into the one snapshot they stand for.
 package protocol
 
 import "encoding/json"
@@ -24,7 +28,7 @@ const (
 // Server frame types.
 const (
 	TypeAuthOK       = "auth_ok"      // the token was accepted
-	TypeSnapshot     = "snapshot"     // {channel, version, data}
+	TypeSnapshot     = "snapshot"     // {channel, version, data}, or {channel, version, part, parts, chunk}
 	TypeSubscribed   = "subscribed"   // {channel, version}: live from version on (after the snapshot or missed updates)
 	TypeUpdate       = "update"       // {channel, version, prev, data}
 	TypeUnsubscribed = "unsubscribed" // {channel}: on request, or when access ended
@@ -45,11 +49,16 @@ type ClientFrame struct {
 
 // ServerFrame is any frame the server sends.
 type ServerFrame struct {
-	Type    string          `json:"type"`
-	ID      uint64          `json:"id,omitempty"`
-	Channel string          `json:"channel,omitempty"`
-	Version uint64          `json:"version,omitempty"`
-	Prev    *uint64         `json:"prev,omitempty"`
+	Type    string  `json:"type"`
+	ID      uint64  `json:"id,omitempty"`
+	Channel string  `json:"channel,omitempty"`
+	Version uint64  `json:"version,omitempty"`
+	Prev    *uint64 `json:"prev,omitempty"`
+	// Part, Parts and Chunk are set on the frames of a snapshot in parts, which carry no
+	// Data: see Parts.
+	Part    int             `json:"part,omitempty"`
+	Parts   int             `json:"parts,omitempty"`
+	Chunk   string          `json:"chunk,omitempty"`
 	Data    json.RawMessage `json:"data,omitempty"`
 	Code    string          `json:"code,omitempty"`
 	Message string          `json:"message,omitempty"`
@@ -88,7 +97,7 @@ const (
 
 // Limits the server enforces by default; the server's configuration may change them.
 const (
-	MaxFrameBytes    = 64 << 10
+	MaxFrameBytes    = 64 << 10 // a client frame; see MaxServerFrameBytes for the other way
 	MaxChannelName   = 255
 	MaxSubscriptions = 128
 	// OverSubscribes is how many subscribes over MaxSubscriptions are answered with
@@ -97,6 +106,11 @@ const (
 	FramesPerSecond = 20
 	FrameBurst      = 2 * FramesPerSecond
 )
+
+// MaxServerFrameBytes is the most any server frame weighs, whatever the event's size: a
+// snapshot that would weigh more comes in parts. It is a promise, not a setting, so a
+// client may set its read limit to it.
+const MaxServerFrameBytes = 64 << 10
 
 // Timing defaults, in seconds; the server's configuration may change them.
 const (
