@@ -60,7 +60,7 @@ func (d dockerIgnore) excludes(p string) bool {
 func TestDockerIgnore(t *testing.T) {
 	d := loadDockerIgnore(t)
 	for _, p := range []string{
-		".git/HEAD", "bin/cabildo", "data/signing.key", "data/jetstream/x", ".bench/run.json",
+		".git/HEAD", "bin/cabildo", "cabildo", "data/signing.key", "data/jetstream/x", ".bench/run.json",
 		"deploy/compose/.env", "cmd/cabildo/data/signing.key", "somewhere/signing.key", "cmd/cabildo/cabildo.test",
 	} {
 		if !d.excludes(p) {
