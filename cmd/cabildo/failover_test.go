@@ -19,7 +19,7 @@ import (
 	"github.com/cabildo/cabildo/pkg/client"
 )
 
-// Scenario 2 of RELIABILITY.md at tier T, scaled to what `make test` can carry.
+// Scenario 2 of docs/reliability.md at tier T, scaled to what `make test` can carry.
 //
 // The scenario asks for 2,000 clients. Here the clients and the balancer run in the test
 // process under the race detector, where each update delivered to a client costs about

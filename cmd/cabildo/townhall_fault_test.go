@@ -28,7 +28,7 @@ import (
 	"github.com/cabildo/cabildo/pkg/protocol"
 )
 
-// Durability and fault tests of the town hall (RELIABILITY.md: the "acked write", scenarios
+// Durability and fault tests of the town hall (docs/reliability.md: the "acked write", scenarios
 // 4 and 5, and a node crash): acknowledged questions and votes survive a SIGKILL of the node
 // and a NATS restart; while NATS is away writes are refused promptly with 503 and
 // Retry-After; an Idempotency-Key stores one question however often it is retried.

@@ -30,7 +30,7 @@ import (
 
 // This file is the town hall's REST suite: attendees ask and vote, moderators screen,
 // organizers configure and export, and the abuse scenarios 19, 20 and 22 of
-// ../shared/RELIABILITY.md. Every helper here is prefixed th so that the other town-hall
+// docs/reliability.md. Every helper here is prefixed th so that the other town-hall
 // test files of this package cannot collide with it.
 
 // thEnv is a demo node and its town-hall session.

@@ -25,7 +25,7 @@ import (
 	"github.com/cabildo/cabildo/pkg/protocol"
 )
 
-// This file is the gateway's fault and abuse scenarios of RELIABILITY.md (3, 12-15, 17),
+// This file is the gateway's fault and abuse scenarios of docs/reliability.md (3, 12-15, 17),
 // driven black-box through GET /v1/ws, /metrics and /readyz of nodes run in-process.
 // Client counts are the scenarios' scaled down: every client and the node share one
 // process and two cores under -race, so behaviour is asserted, not capacity.

@@ -253,7 +253,7 @@ func testLog(t *testing.T, open func(t *testing.T) (*Log, func())) {
 	})
 
 	// Past the de-duplication window JetStream stores a repeated message id again. Cabildo
-	// relies on the projection's idempotency record for such late retries (RELIABILITY.md,
+	// relies on the projection's idempotency record for such late retries (docs/reliability.md,
 	// scenario 5): the schedule service looks the key up there before it appends.
 	t.Run("DedupeWindowExpires", func(t *testing.T) {
 		l, _ := open(t)
@@ -441,7 +441,7 @@ func testLog(t *testing.T, open func(t *testing.T) (*Log, func())) {
 	})
 }
 
-// RELIABILITY.md: an acknowledged write on a single node must survive power loss, so the
+// docs/reliability.md: an acknowledged write on a single node must survive power loss, so the
 // embedded server fsyncs every message; this is the configuration test that asserts it.
 func TestEmbeddedSyncAlways(t *testing.T) {
 	for _, listen := range []string{"", "127.0.0.1:0"} {
