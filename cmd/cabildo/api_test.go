@@ -1,6 +1,8 @@
 package main
 
 import (
+	"bytes"
+	"context"
 	"fmt"
 	"net/http"
 	"slices"
@@ -389,7 +391,13 @@ func TestAuthorization(t *testing.T) {
 	org := n.token("organizer")
 	other := mint(t, n.dataDir, "otro-evento", "organizer")
 	mod := n.token("moderator")
-	foreign := mint(t, t.TempDir(), demoEvent, "organizer") // signed with another key
+	// Signed with another key: token create never makes one up, so name it.
+	var out, errb bytes.Buffer
+	if err := run(context.Background(), []string{"token", "create", "--event", demoEvent, "--role", "organizer",
+		"--signing-key", strings.Repeat("ab", 32)}, func(string) string { return "" }, &out, &errb); err != nil {
+		t.Fatalf("token create: %v: %s", err, errb.String())
+	}
+	foreign := strings.TrimSpace(out.String())
 	body := map[string]any{"name": map[string]string{"es": "Sala X"}}
 	tests := []struct {
 		name   string

@@ -114,16 +114,19 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	}
 
 	// The cache.
-	var cc cache
+	var (
+		cc    cache
+		redis *rediscache.Cache
+	)
 	if cfg.RedisURL == "" {
 		cc = memcache.New()
 	} else {
 		rediscache.RouteLogs(log)
-		rc, err := rediscache.New(ctx, rediscache.Options{URL: cfg.RedisURL})
+		redis, err = rediscache.New(ctx, rediscache.Options{URL: cfg.RedisURL, Logger: log})
 		if err != nil {
 			return err
 		}
-		cc = rc
+		cc = redis
 	}
 	defer cc.Close()
 
@@ -190,6 +193,9 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		Name: "cabildo_websocket_slow_consumers_total", Help: "Websockets closed because they could not keep up.",
 	}, func() float64 { return float64(hub.Stats().SlowConsumers) }))
 	registerTownHallMetrics(reg, th)
+	if redis != nil {
+		registerCacheMetrics(reg, redis)
+	}
 	api := httpapi.New(httpapi.Options{
 		Logger: log, Store: store, Schedule: svc, Tokens: keys, Cache: cc, Registry: reg,
 		OpenAPI: mobileapi.OpenAPI, TrustedProxies: cfg.TrustedProxies,
@@ -359,6 +365,27 @@ func printWelcome(w io.Writer, addr net.Addr, store *projection.Store, cfg confi
 		}
 	})
 	fmt.Fprintf(w, "  contract: %s/openapi.yaml\n", base)
+}
+
+// registerCacheMetrics exports the Redis breaker: whether Redis is in use, how often an
+// outage opened the breaker, and the commands sent and spared.
+func registerCacheMetrics(reg *prometheus.Registry, rc *rediscache.Cache) {
+	up := func() float64 {
+		if rc.Up() {
+			return 1
+		}
+		return 0
+	}
+	reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "cabildo_cache_up",
+			Help: "1 while Redis answers; 0 while the breaker is open and the node serves on its own."}, up),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "cabildo_cache_breaker_opened_total",
+			Help: "Times a Redis outage opened the breaker."}, func() float64 { return float64(rc.Stats().Opened) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "cabildo_cache_redis_commands_total",
+			Help: "Commands sent to Redis for requests (probes excluded)."}, func() float64 { return float64(rc.Stats().Commands) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "cabildo_cache_refused_total",
+			Help: "Cache operations answered at once by the open breaker, without asking Redis."}, func() float64 { return float64(rc.Stats().Refused) }),
+	)
 }
 
 // registerTownHallMetrics exports the town hall's group commits: log entries appended,

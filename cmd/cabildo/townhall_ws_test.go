@@ -1674,7 +1674,7 @@ func TestTownHallWSMatchesREST(t *testing.T) {
 		t.Fatalf("withdraw: %d %s", r.Status, r.Body)
 	}
 	agree("a withdrawn vote")
-	e.actBody(t, 0, nil) // undo the merge
+	e.actBody(t, 0, map[string]any{}) // undo the merge
 	agree("the undo")
 	e.act(t, q[2], "pin")
 	e.act(t, q[2], "unpin")

@@ -135,7 +135,7 @@ func (q *Question) NormalizeAsk() error {
 	CheckString(&f, "name", q.Name, false)
 	switch n := utf8.RuneCountInString(q.Text); {
 	case len(f) > 0:
-	case Visible(q.Text) < MinQuestionText:
+	case Length(q.Text) < MinQuestionText:
 		f.Add("text", "too_short", "a question needs at least %d characters", MinQuestionText)
 	case n > MaxQuestionText:
 		f.Add("text", "too_long", "a question is at most %d characters; this one has %d", MaxQuestionText, n)
@@ -461,7 +461,7 @@ func (qa *QA) plan(m Moderation, moderator string) ([]Effect, error) {
 		if CheckString(&f, "text", text, false); f != nil {
 			return nil, f.Err()
 		}
-		if n := utf8.RuneCountInString(text); Visible(text) < MinQuestionText || n > MaxQuestionText {
+		if n := utf8.RuneCountInString(text); Length(text) < MinQuestionText || n > MaxQuestionText {
 			f.Add("text", "invalid_length", "the text must have %d to %d characters", MinQuestionText, MaxQuestionText)
 			return nil, f.Err()
 		}

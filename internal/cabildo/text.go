@@ -72,6 +72,18 @@ func invisible(r rune) bool { return unicode.IsSpace(r) || unicode.Is(unicode.Cf
 // joiner between two emoji is part of what people wrote.
 func Trim(s string) string { return strings.TrimFunc(s, invisible) }
 
+// Length counts the characters of s as a reader does: format characters (zero-width
+// spaces and joiners) are not characters of their own.
+func Length(s string) int {
+	n := 0
+	for _, r := range s {
+		if !unicode.Is(unicode.Cf, r) {
+			n++
+		}
+	}
+	return n
+}
+
 // Visible counts the runes of s that show something.
 func Visible(s string) int {
 	n := 0

@@ -138,7 +138,8 @@ func TestEnumsMatchDomain(t *testing.T) {
 		cabildo.CodeNotFound, cabildo.CodeAlreadyExists, cabildo.CodeVersionConflict,
 		cabildo.CodeIdempotencyKeyReused, cabildo.CodeInvalidTransition, cabildo.CodeQAClosed,
 		cabildo.CodeUnauthorized, cabildo.CodeForbidden,
-		cabildo.CodePayloadTooLarge, cabildo.CodeUnsupportedMedia, cabildo.CodeMethodNotAllowed,
+		cabildo.CodePayloadTooLarge, cabildo.CodeHeadersTooLarge, cabildo.CodeRequestTimeout,
+		cabildo.CodeUnsupportedMedia, cabildo.CodeMethodNotAllowed,
 		cabildo.CodeVersionTooOld, cabildo.CodeVersionUnknown, cabildo.CodeRateLimited,
 		cabildo.CodeUnavailable, cabildo.CodeTimeout, cabildo.CodeInternal}
 	var codeStrs []string
@@ -253,15 +254,19 @@ func TestCheck(t *testing.T) {
 		{name: "gone", method: "GET", path: "/v1/events/x/changes?since=3", status: 410,
 			header: problemHeaders(), body: problem(410, "version_too_old")},
 		{name: "session created", method: "POST", path: "/v1/events/x/sessions", status: 201,
-			header: http.Header{"Content-Type": {"application/json"}, "Location": {"/v1/events/x/sessions/1"}, "Etag": {`"4812"`}},
+			header: http.Header{"Content-Type": {"application/json"}, "Location": {"/v1/events/x/sessions/1"}, "Etag": {`"4812"`}, "Cabildo-Write-Version": {"4812"}},
 			body:   adminSession},
 		{name: "session created without Location", method: "POST", path: "/v1/events/x/sessions", status: 201,
-			header: http.Header{"Content-Type": {"application/json"}, "Etag": {`"4812"`}},
+			header: http.Header{"Content-Type": {"application/json"}, "Etag": {`"4812"`}, "Cabildo-Write-Version": {"4812"}},
 			body:   adminSession, wantErr: `"Location" missing`},
-		{name: "localized text in an admin response", method: "POST", path: "/v1/events/x/sessions", status: 201,
+		{name: "session created without its write version", method: "POST", path: "/v1/events/x/sessions", status: 201,
 			header: http.Header{"Content-Type": {"application/json"}, "Location": {"/v1/events/x/sessions/1"}, "Etag": {`"4812"`}},
+			body:   adminSession, wantErr: `"Cabildo-Write-Version" missing`},
+		{name: "localized text in an admin response", method: "POST", path: "/v1/events/x/sessions", status: 201,
+			header: http.Header{"Content-Type": {"application/json"}, "Location": {"/v1/events/x/sessions/1"}, "Etag": {`"4812"`}, "Cabildo-Write-Version": {"4812"}},
 			body:   strings.Replace(adminSession, `{"es": "Datos abiertos"}`, `"Datos abiertos"`, 1), wantErr: "/title"},
-		{name: "session deleted", method: "DELETE", path: "/v1/events/x/sessions/1", status: 204},
+		{name: "session deleted", method: "DELETE", path: "/v1/events/x/sessions/1", status: 204,
+			header: http.Header{"Cabildo-Write-Version": {"4813"}}},
 		{name: "write refused", method: "PATCH", path: "/v1/events/x/sessions/1", status: 412,
 			header: problemHeaders(), body: problem(412, "version_conflict")},
 		{name: "write unavailable", method: "PUT", path: "/v1/events/x/rooms/sala-2", status: 503,
@@ -465,7 +470,8 @@ func TestCheckTownHall(t *testing.T) {
 	token := api.AttendeeToken{Attendee: "9b37e4ed-f494-478c-b841-454c7cf79933", Name: "María", Token: "eyJhbGciOiJIUzI1NiJ9.e30.c2ln", ExpiresAt: askedAt.Add(7 * 24 * time.Hour)}
 
 	publicQ := http.Header{"Content-Type": {"application/json"}, "Etag": {`"5188-q"`}, "Cache-Control": {"public, max-age=0, must-revalidate"}}
-	asked := http.Header{"Content-Type": {"application/json"}, "Location": {sess + "/questions/mine#5180"}}
+	asked := http.Header{"Content-Type": {"application/json"}, "Location": {sess + "/questions/mine#5180"}, "Cabildo-Write-Version": {"5180"}}
+	written := with(jsonCT, "Cabildo-Write-Version", "5191")
 	csvHeader := http.Header{"Content-Type": {"text/csv; charset=utf-8"}, "Cache-Control": {"private, no-store"},
 		"Content-Disposition": {`attachment; filename="abierta-2025-session-12-questions.csv"`}}
 	jsonExport := with(csvHeader, "Content-Type", "application/json")
@@ -493,7 +499,7 @@ func TestCheckTownHall(t *testing.T) {
 		{name: "questions not modified", method: "GET", path: sess + "/questions", status: 304,
 			header: http.Header{"Etag": {`"5188-q"`}, "Cache-Control": {"public, max-age=0, must-revalidate"}}},
 		{name: "asked", method: "POST", path: sess + "/questions", status: 201, header: asked, body: mustJSON(t, townHallQuestion(5180, "pending", 0))},
-		{name: "asked without Location", method: "POST", path: sess + "/questions", status: 201, header: jsonCT,
+		{name: "asked without Location", method: "POST", path: sess + "/questions", status: 201, header: with(jsonCT, "Cabildo-Write-Version", "5180"),
 			body: mustJSON(t, townHallQuestion(5180, "pending", 0)), wantErr: `"Location" missing`},
 		{name: "asking closed", method: "POST", path: sess + "/questions", status: 409, header: problemHeaders(), body: problem(409, "qa_closed")},
 		{name: "asking by session guid", method: "POST", path: "/v1/events/abierta-2025/sessions/3f1c2a9e-8b7d-4c1e-9a2b-5d6e7f8a9b0c/questions",
@@ -503,9 +509,11 @@ func TestCheckTownHall(t *testing.T) {
 		{name: "mine cacheable", method: "GET", path: sess + "/questions/mine", status: 200,
 			header: with(private, "Cache-Control", "public"), body: mustJSON(t, mine), wantErr: "Cache-Control"},
 		{name: "mine with an organizer token", method: "GET", path: sess + "/questions/mine", status: 403, header: problemHeaders(), body: problem(403, "forbidden")},
-		{name: "vote", method: "PUT", path: sess + "/questions/5190/vote", status: 200, header: jsonCT,
+		{name: "vote without its write version", method: "PUT", path: sess + "/questions/5190/vote", status: 200, header: jsonCT,
+			body: mustJSON(t, api.Vote{Question: 5120, Votes: 38, Voted: true, Version: 5191}), wantErr: `"Cabildo-Write-Version" missing`},
+		{name: "vote", method: "PUT", path: sess + "/questions/5190/vote", status: 200, header: written,
 			body: mustJSON(t, api.Vote{Question: 5120, Votes: 38, Voted: true, Version: 5191})},
-		{name: "withdraw", method: "DELETE", path: sess + "/questions/5120/vote", status: 200, header: jsonCT,
+		{name: "withdraw", method: "DELETE", path: sess + "/questions/5120/vote", status: 200, header: written,
 			body: mustJSON(t, api.Vote{Question: 5120, Votes: 37, Voted: false, Version: 5192})},
 		{name: "vote for an answered question", method: "PUT", path: sess + "/questions/5101/vote", status: 409,
 			header: problemHeaders(), body: problem(409, "invalid_transition")},
@@ -518,13 +526,13 @@ func TestCheckTownHall(t *testing.T) {
 			body: strings.Replace(mustJSON(t, moderation), `"flags":[]`, `"flags":null`, 1), wantErr: "/flags"},
 		{name: "moderation with a bad flag", method: "GET", path: sess + "/moderation", status: 200, header: private,
 			body: strings.Replace(mustJSON(t, moderation), `"near_duplicate"`, `"rude"`, 1), wantErr: "/kind"},
-		{name: "action", method: "POST", path: sess + "/questions/5120/actions", status: 200, header: jsonCT, body: mustJSON(t, result)},
+		{name: "action", method: "POST", path: sess + "/questions/5120/actions", status: 200, header: written, body: mustJSON(t, result)},
 		{name: "impossible action", method: "POST", path: sess + "/questions/5120/actions", status: 409, header: problemHeaders(), body: problem(409, "invalid_transition")},
 		{name: "action lost a race", method: "POST", path: sess + "/questions/5120/actions", status: 409, header: problemHeaders(), body: problem(409, "version_conflict")},
-		{name: "undo", method: "POST", path: sess + "/moderation/undo", status: 200, header: jsonCT,
+		{name: "undo", method: "POST", path: sess + "/moderation/undo", status: 200, header: written,
 			body: mustJSON(t, api.ModerationResult{Action: undo, Questions: []api.ModQuestion{target}})},
 		{name: "undo of nothing", method: "POST", path: sess + "/moderation/undo", status: 409, header: problemHeaders(), body: problem(409, "invalid_transition")},
-		{name: "settings", method: "PUT", path: sess + "/qa", status: 200, header: jsonCT,
+		{name: "settings", method: "PUT", path: sess + "/qa", status: 200, header: written,
 			body: mustJSON(t, api.QASettings{Session: 12, Open: true, Moderated: false, Version: 5300})},
 		{name: "export", method: "GET", path: sess + "/questions/export", status: 200, header: jsonExport, body: mustJSON(t, export)},
 		{name: "export as CSV", method: "GET", path: sess + "/questions/export?format=csv", status: 200, header: csvHeader,
