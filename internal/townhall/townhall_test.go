@@ -394,11 +394,10 @@ func TestRepeatedVoteIsNotStoredAgain(t *testing.T) {
 	n := newNode(t)
 	ref := n.session(t)
 	q := n.ask(t, ref, "asker", "¿Cuándo habrá datos abiertos de contratación?")
-	entries := func() int {
-		n.mu.Lock()
-		defer n.mu.Unlock()
-		return n.batches
-	}
+	// Entries are counted by the log position the projection has reached: Vote returns
+	// once its entry is applied, whereas OnApply's count may lag that by a moment.
+	base := n.store.Seq()
+	entries := func() int { return int(n.store.Seq() - base) }
 	for _, step := range []struct {
 		up      bool
 		entries int
