@@ -25,8 +25,29 @@ type node struct {
 	sched *schedule.Service
 
 	mu      sync.Mutex
-	batches int // votes.cast entries applied
-	asked   int // questions.asked entries applied
+	batches int    // votes.cast entries applied
+	asked   int    // questions.asked entries applied
+	seen    uint64 // the last sequence OnApply saw
+}
+
+// counts returns the entries counted so far, once OnApply has seen everything the
+// projection applied: it runs after the projection shows an entry, so a use case's answer
+// can come before the count.
+func (n *node) counts(t *testing.T) (batches, asked int) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		n.mu.Lock()
+		batches, asked, seen := n.batches, n.asked, n.seen
+		n.mu.Unlock()
+		if seen >= n.store.Seq() {
+			return batches, asked
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("OnApply saw %d, the projection is at %d", seen, n.store.Seq())
+		}
+		time.Sleep(time.Millisecond)
+	}
 }
 
 func newNode(t *testing.T) *node {
@@ -48,6 +69,7 @@ func newNode(t *testing.T) *node {
 	n := &node{emb: emb, log: lg}
 	n.store = projection.New(projection.Options{OnApply: func(a projection.Applied) {
 		n.mu.Lock()
+		n.seen = a.Seq
 		switch a.Record.Type {
 		case cabildo.RecordVotesCast:
 			n.batches++
@@ -143,9 +165,7 @@ func TestVotesAreGroupCommitted(t *testing.T) {
 	if got := n.question(ref, q).Votes; got != voters {
 		t.Fatalf("%d votes counted, want %d", got, voters)
 	}
-	n.mu.Lock()
-	batches := n.batches
-	n.mu.Unlock()
+	batches, _ := n.counts(t)
 	if batches >= voters {
 		t.Fatalf("%d log entries for %d votes: not group-committed", batches, 2*voters)
 	}
@@ -198,9 +218,7 @@ func TestAsksAreGroupCommitted(t *testing.T) {
 			t.Fatalf("question ids in log order: %v, want 1, 2, 3...", order)
 		}
 	}
-	n.mu.Lock()
-	entries := n.asked
-	n.mu.Unlock()
+	_, entries := n.counts(t)
 	if len(order) != askers || entries >= askers {
 		t.Fatalf("%d questions stored in %d log entries, want %d in fewer entries", len(order), entries, askers)
 	}
@@ -258,9 +276,7 @@ func TestBurstOfNearDuplicatesIsFlagged(t *testing.T) {
 		s, _, _ := schedule.FindSession(st, ref)
 		qa = st.QAOf(s.ID)
 	})
-	n.mu.Lock()
-	entries := n.asked
-	n.mu.Unlock()
+	_, entries := n.counts(t)
 	if len(qa.Order) != askers+1 || entries != 2 {
 		t.Fatalf("%d questions in %d entries: want %d in 2", len(qa.Order), entries, askers+1)
 	}
