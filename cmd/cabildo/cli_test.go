@@ -11,7 +11,9 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/fasthttp/websocket"
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/cabildo/cabildo/internal/config"
@@ -184,6 +186,20 @@ func TestForeignKeyIsExplained(t *testing.T) {
 	}
 	if p.Detail != token.ForeignKeyMessage || !strings.Contains(p.Detail, "signed with a different key") {
 		t.Errorf("detail %q; want it to say the token was signed with a different key", p.Detail)
+	}
+	// The websocket's auth frame says the same.
+	c, _, err := websocket.DefaultDialer.Dial("ws"+strings.TrimPrefix(n.base, "http")+"/v1/ws", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.WriteJSON(map[string]any{"type": "auth", "id": 1, "token": strings.TrimSpace(foreign.stdout)}); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	var f struct{ Type, Code, Message string }
+	if err := c.ReadJSON(&f); err != nil || f.Type != "error" || f.Code != "unauthorized" || f.Message != token.ForeignKeyMessage {
+		t.Errorf("auth frame with a foreign token answered %+v (%v); want an unauthorized error saying so", f, err)
 	}
 }
 

@@ -393,7 +393,14 @@ func (sk *socket) handle(msg []byte) {
 	case protocol.TypeAuth:
 		claims, err := sk.s.opts.Tokens.Verify(f.Token)
 		if err != nil {
-			sk.fail(f.ID, "", protocol.ErrUnauthorized, "the token is not valid")
+			// The token package's message is written for clients ("signed with a different
+			// key than this server's"); anything else stays a plain refusal.
+			msg := "the token is not valid"
+			var ce *cabildo.Error
+			if errors.As(err, &ce) && ce.Code == cabildo.CodeUnauthorized {
+				msg = ce.Message
+			}
+			sk.fail(f.ID, "", protocol.ErrUnauthorized, msg)
 			return
 		}
 		sk.claims.Store(&claims)
