@@ -92,6 +92,9 @@ func TestCLIUsageErrors(t *testing.T) {
 		{[]string{"token", "list"}, "cabildo token: unknown command \"list\": only create (see 'cabildo token --help')\n"},
 		{[]string{"loadgen", "http"}, "cabildo loadgen: unknown mode \"http\": rest, ws, townhall or peer (see 'cabildo loadgen --help')\n"},
 		{[]string{"loadgen", "rest", "--url"}, "cabildo loadgen rest: --url needs a value (see 'cabildo loadgen rest --help')\n"},
+		{[]string{"loadgen", "ws", "--bogus"}, "cabildo loadgen ws: unknown flag --bogus (see 'cabildo loadgen ws --help')\n"},
+		{[]string{"loadgen", "townhall", "--duration", "5"}, "cabildo loadgen townhall: --duration: \"5\" is not a duration; use a unit, such as 72h or 30m\n"},
+		{[]string{"loadgen", "peer", "--clients", "many"}, "cabildo loadgen peer: --clients: \"many\" is not a whole number\n"},
 		{[]string{"frobnicate"}, "cabildo: unknown command \"frobnicate\" (see 'cabildo --help')\n"},
 	}
 	for _, tc := range tests {

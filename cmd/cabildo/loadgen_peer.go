@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"github.com/fasthttp/websocket"
+
+	"github.com/cabildo/cabildo/internal/config"
 )
 
 // loadgenPeer runs the measurement of `loadgen ws` against a peer realtime server speaking
@@ -25,8 +27,7 @@ import (
 // HTTP server API at a fixed rate, and latency runs from the moment a publish request is
 // sent to the moment a client has the publication. It prints one wsResult line.
 func loadgenPeer(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("loadgen peer", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := config.NewFlagSet("loadgen peer")
 	wsURL := fs.String("url", "ws://127.0.0.1:8000/connection/websocket", "peer websocket endpoint, Centrifugo JSON protocol (loopback only)")
 	apiURL := fs.String("api", "http://127.0.0.1:8000/api", "peer HTTP server API base; publishes go to <api>/publish (loopback only)")
 	apiKey := fs.String("api-key", "", "peer HTTP API key, sent as X-API-Key (required)")
@@ -38,7 +39,9 @@ func loadgenPeer(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	pad := fs.Int("payload-bytes", 360, "padding in each publication's data; 360 makes a push frame of ~425 bytes, the size of a Cabildo update frame")
 	pid := fs.Int("server-pid", 0, "peer server process id, to read its memory and CPU from /proc (same machine)")
 	name := fs.String("scenario", "", "name for the result line")
-	if err := fs.Parse(args); err != nil {
+	if err := config.ParseArgs(fs, args); errors.Is(err, flag.ErrHelp) {
+		return printHelp(stdout, "usage: cabildo loadgen peer [flags]\n", fs)
+	} else if err != nil {
 		return err
 	}
 	for _, raw := range []string{*wsURL, *apiURL} {

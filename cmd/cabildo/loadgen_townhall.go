@@ -18,6 +18,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/cabildo/cabildo/internal/config"
 	"github.com/cabildo/cabildo/pkg/api"
 	"github.com/cabildo/cabildo/pkg/client"
 )
@@ -62,8 +63,7 @@ type townHallResult struct {
 // once approved, the audience's; and whether any acknowledged vote was lost or counted
 // twice, both in the server's count and on every audience screen.
 func loadgenTownHall(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("loadgen townhall", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := config.NewFlagSet("loadgen townhall")
 	base := fs.String("url", "http://127.0.0.1:8080", "node base URL (loopback only)")
 	event := fs.String("event", "ogp-sanjose-2027", "event")
 	modToken := fs.String("moderator-token", "", "moderator token for the event (required)")
@@ -74,7 +74,9 @@ func loadgenTownHall(ctx context.Context, args []string, stdout, stderr io.Write
 	voters := fs.Int("voters", 2000, "attendees who ask and vote (their tokens are minted first)")
 	dur := fs.Duration("duration", 30*time.Second, "how long questions and votes come in")
 	pid := fs.Int("server-pid", 0, "server process id, to read its memory and CPU from /proc (same machine)")
-	if err := fs.Parse(args); err != nil {
+	if err := config.ParseArgs(fs, args); errors.Is(err, flag.ErrHelp) {
+		return printHelp(stdout, "usage: cabildo loadgen townhall [flags]\n", fs)
+	} else if err != nil {
 		return err
 	}
 	u, err := url.Parse(*base)

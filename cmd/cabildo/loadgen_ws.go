@@ -17,6 +17,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/cabildo/cabildo/internal/config"
 	"github.com/cabildo/cabildo/pkg/api"
 	"github.com/cabildo/cabildo/pkg/client"
 )
@@ -50,8 +51,7 @@ type wsResult struct {
 // and measures how fast and how completely every client receives them. Latency runs from
 // the moment the organizer's write is sent to the moment a client has the update.
 func loadgenWS(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("loadgen ws", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := config.NewFlagSet("loadgen ws")
 	base := fs.String("url", "http://127.0.0.1:8080", "node base URL (loopback only)")
 	event := fs.String("event", "ogp-sanjose-2027", "event whose schedule channel the clients follow")
 	tok := fs.String("token", "", "organizer token for the changes (required)")
@@ -61,7 +61,9 @@ func loadgenWS(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	dur := fs.Duration("duration", 30*time.Second, "how long changes are made")
 	pid := fs.Int("server-pid", 0, "server process id, to read its memory and CPU from /proc (same machine)")
 	name := fs.String("scenario", "", "name for the result line")
-	if err := fs.Parse(args); err != nil {
+	if err := config.ParseArgs(fs, args); errors.Is(err, flag.ErrHelp) {
+		return printHelp(stdout, "usage: cabildo loadgen ws [flags]\n", fs)
+	} else if err != nil {
 		return err
 	}
 	u, err := url.Parse(*base)
