@@ -24,7 +24,7 @@ test-deps:
 
 ## build: build the binary into bin/
 build:
-	$(GO) build -trimpath -o bin/cabildo ./cmd/cabildo
+	$(GO) build -trimpath -buildvcs=auto -o bin/cabildo ./cmd/cabildo
 
 ## bench: measure REST reads and acknowledged writes on loopback (figures go to docs/benchmarks.md)
 bench: build
