@@ -129,9 +129,11 @@ type Question struct {
 // NormalizeAsk trims and checks what an attendee sends.
 func (q *Question) NormalizeAsk() error {
 	var f Fields
+	// Checked as sent: line breaks and tabs fold into spaces below, but a control character
+	// that Unicode also calls a space (NEL, U+0085) is refused, not quietly folded.
+	CheckString(&f, "text", q.Text, true)
 	q.Text = Trim(strings.Join(strings.Fields(q.Text), " "))
 	q.Name = Trim(q.Name)
-	CheckString(&f, "text", q.Text, false)
 	CheckString(&f, "name", q.Name, false)
 	switch n := utf8.RuneCountInString(q.Text); {
 	case len(f) > 0:
@@ -456,9 +458,9 @@ func (qa *QA) plan(m Moderation, moderator string) ([]Effect, error) {
 	switch m.Action {
 	case ActionEdit:
 		e.To = q.State
-		text := Trim(strings.Join(strings.Fields(m.Text), " "))
 		var f Fields
-		if CheckString(&f, "text", text, false); f != nil {
+		text := Trim(strings.Join(strings.Fields(m.Text), " "))
+		if CheckString(&f, "text", m.Text, true); f != nil {
 			return nil, f.Err()
 		}
 		if n := utf8.RuneCountInString(text); Length(text) < MinQuestionText || n > MaxQuestionText {
