@@ -80,6 +80,20 @@ func TestIdleTimeoutReconnects(t *testing.T) {
 }
 
 // scriptServer accepts websockets and hands each to the test, which plays the server.
+// dialScript connects a client with short backoffs to a new scripted server.
+func dialScript(t *testing.T) (*Client, <-chan *websocket.Conn) {
+	t.Helper()
+	url, conns := scriptServer(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := Dial(ctx, Options{URL: url, MinBackoff: 5 * time.Millisecond, MaxBackoff: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c, conns
+}
+
 func scriptServer(t *testing.T) (url string, conns <-chan *websocket.Conn) {
 	t.Helper()
 	ch := make(chan *websocket.Conn, 8)
@@ -154,14 +168,7 @@ func TestResumeMidSnapshot(t *testing.T) {
 	const channel = "schedule:abierta-2025"
 	first := `{"sessions":[{"id":1,"title":"Datos \"abiertos\" en la región 🎺"},{"id":2}],"version":10}`
 	later := `{"sessions":[],"version":20}`
-	url, conns := scriptServer(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	c, err := Dial(ctx, Options{URL: url, MinBackoff: 5 * time.Millisecond, MaxBackoff: 20 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c, conns := dialScript(t)
 	var (
 		mu        sync.Mutex
 		snapshots []string
@@ -235,14 +242,7 @@ func TestResumeMidSnapshot(t *testing.T) {
 func TestPartsOutOfSequence(t *testing.T) {
 	const channel = "questions:abierta-2025:12"
 	data := `{"questions":[],"version":7}`
-	url, conns := scriptServer(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	c, err := Dial(ctx, Options{URL: url, MinBackoff: 5 * time.Millisecond, MaxBackoff: 20 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c, conns := dialScript(t)
 	got := make(chan string, 4)
 	if _, err := c.Subscribe(channel, "", Handler{OnSnapshot: func(_ uint64, d json.RawMessage) { got <- string(d) }}); err != nil {
 		t.Fatal(err)
