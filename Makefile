@@ -4,8 +4,9 @@ GO       ?= go
 ADDR     ?= 127.0.0.1:8080
 DATA_DIR ?= data
 TEST_TIMEOUT ?= 20m
+STATICCHECK  ?= v0.8.2
 
-.PHONY: run test test-deps build bench vet fmt clean
+.PHONY: run test test-deps lint build bench vet fmt clean
 
 ## run: build, then start a node on the embedded default (in-process NATS JetStream + in-memory cache) with the demo event
 # exec makes the server make's own child, not a grandchild behind `go run` or a shell: Ctrl-C
@@ -14,10 +15,14 @@ TEST_TIMEOUT ?= 20m
 run: build
 	exec bin/cabildo serve --demo --addr $(ADDR) --data-dir $(DATA_DIR)
 
-## test: install what the tests need (redis-server), then vet and run every test with the race detector
-test: test-deps
-	$(GO) vet ./...
+## test: install what the tests need (redis-server, curl, jq), lint, then run every test with the race detector
+test: test-deps lint
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
+
+## lint: go vet and staticcheck (fetched through the Go module proxy at a pinned version)
+lint:
+	$(GO) vet ./...
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK) ./...
 
 test-deps:
 	@scripts/test-deps

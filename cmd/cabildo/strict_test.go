@@ -37,7 +37,6 @@ type strictWorld struct {
 	townHall, created     int64
 	question, merged      int64
 	undoOf                uint64
-	room, track, speaker  string
 }
 
 func strictCases(w *strictWorld) []strictCase {
