@@ -123,7 +123,9 @@ type Question struct {
 	Stored uint64 `json:"stored"`
 	Item   int    `json:"item,omitempty"`
 
-	all map[string]bool // Voters ∪ the merged questions' voters
+	// all counts, for each attendee, the voter sets that hold it: Voters and those of the
+	// questions merged into this one. Nil while nothing is merged into it.
+	all map[string]int32
 }
 
 // NormalizeAsk trims and checks what an attendee sends.
@@ -222,42 +224,151 @@ func NewQA(session int64) *QA {
 	return &QA{Session: session, Moderated: true, Questions: map[int64]*Question{}}
 }
 
-// Rebuild recomputes what is derived from the stored fields (vote unions), after a
-// restore from a snapshot.
+// Rebuild recomputes what is derived from the stored fields (vote counts), after a
+// restore from a snapshot. It costs the votes stored, once.
 func (qa *QA) Rebuild() {
 	if qa.Questions == nil {
 		qa.Questions = map[int64]*Question{}
 	}
+	done := make(map[int64]bool, len(qa.Questions))
 	for _, q := range qa.Questions {
 		q.all = nil
 	}
 	for _, q := range qa.Questions {
-		qa.recount(q)
+		qa.rebuild(q, done, 0)
 	}
 }
 
-// recount rebuilds q's union of voters from its own and its merged questions'.
-func (qa *QA) recount(q *Question) {
-	all := make(map[string]bool, len(q.Voters))
-	for a := range q.Voters {
-		all[a] = true
+// rebuild counts q's votes from its own voters and those of the questions merged into it
+// (counted first). depth bounds a malformed snapshot's chains.
+func (qa *QA) rebuild(q *Question, done map[int64]bool, depth int) {
+	if done[q.ID] {
+		return
 	}
+	done[q.ID] = true
+	q.all, q.Votes = nil, len(q.Voters)
 	for _, id := range q.Merged {
-		if m, ok := qa.Questions[id]; ok {
-			if m.all == nil {
-				qa.recount(m)
-			}
-			for a := range m.all {
-				all[a] = true
-			}
+		m, ok := qa.Questions[id]
+		if !ok || qa.parent(m) != q || depth >= maxMergeDepth {
+			continue
+		}
+		qa.rebuild(m, done, depth+1)
+		qa.materialize(q)
+		for a, n := range m.counts() {
+			q.add(a, n)
 		}
 	}
-	q.all, q.Votes = all, len(all)
+}
+
+// Votes are counted incrementally, so that a vote costs the same whatever came before it.
+// A question's count of an attendee is how many of its voter sets hold the attendee: its
+// own Voters and those of every question merged into it, however deep. The attendee's
+// vote counts for the question while that is above zero, and Votes is how many attendees
+// it counts. A question nobody merged anything into keeps no counts of its own: its
+// Voters are they. A vote or a withdrawal changes the counts of the question and of the
+// questions it was merged into, a merge (or its undo) moves the duplicate's counts from
+// one target to the other: the cost of what changes, never of the votes already cast.
+
+// maxMergeDepth bounds walks along merges (Root's bound): chains are a few deep at most.
+const maxMergeDepth = 64
+
+// count is how many of q's voter sets hold attendee.
+func (q *Question) count(attendee string) int32 {
+	if q.all != nil {
+		return q.all[attendee]
+	}
+	if q.Voters[attendee] {
+		return 1
+	}
+	return 0
+}
+
+// counts returns q's counts (its Voters, each once, when it has none of its own); read
+// only.
+func (q *Question) counts() map[string]int32 {
+	if q.all != nil {
+		return q.all
+	}
+	out := make(map[string]int32, len(q.Voters))
+	for a := range q.Voters {
+		out[a] = 1
+	}
+	return out
+}
+
+// materialize gives q counts of its own, before anything is merged into it.
+func (qa *QA) materialize(q *Question) {
+	if q.all == nil {
+		q.all = q.counts()
+	}
+}
+
+// add changes q's own counts of attendee by n; q must have counts of its own.
+func (q *Question) add(attendee string, n int32) {
+	old := q.all[attendee]
+	switch c := old + n; {
+	case c <= 0:
+		delete(q.all, attendee)
+	default:
+		q.all[attendee] = c
+	}
+	switch {
+	case old <= 0 && old+n > 0:
+		q.Votes++
+	case old > 0 && old+n <= 0:
+		q.Votes--
+	}
+}
+
+// parent is the question q was merged into, if any.
+func (qa *QA) parent(q *Question) *Question {
+	if q.State != QuestionMerged || q.MergedInto == 0 {
+		return nil
+	}
+	return qa.Questions[q.MergedInto]
+}
+
+// up changes attendee's count by n in every question from q along its merges: q first,
+// then the question it was merged into, and so on. Each of them has counts of its own
+// (something is merged into it), except perhaps q, whose own Voters the caller changed.
+func (qa *QA) up(q *Question, attendee string, n int32, seq uint64) {
+	for i := 0; q != nil && i < maxMergeDepth; i++ {
+		if q.all != nil {
+			q.add(attendee, n)
+		} else {
+			q.Votes = len(q.Voters)
+		}
+		if seq != 0 {
+			q.Version = seq
+		}
+		q = qa.parent(q)
+	}
+}
+
+// move takes q's counts off the question it was merged into (from) and gives them to the
+// one it is merged into now (to), along both chains; either may be nil.
+func (qa *QA) move(q, from, to *Question, seq uint64) {
+	if from == to {
+		return
+	}
+	c := q.counts()
+	if from != nil {
+		qa.materialize(from)
+		for a, n := range c {
+			qa.up(from, a, -n, seq)
+		}
+	}
+	if to != nil {
+		qa.materialize(to)
+		for a, n := range c {
+			qa.up(to, a, n, seq)
+		}
+	}
 }
 
 // Voted reports whether attendee's vote counts for q (directly or through a merged
 // duplicate).
-func (qa *QA) Voted(q *Question, attendee string) bool { return q.all[attendee] }
+func (qa *QA) Voted(q *Question, attendee string) bool { return q.count(attendee) > 0 }
 
 // Root follows merges to the question that counts a question's votes.
 func (qa *QA) Root(id int64) (*Question, bool) {
@@ -287,9 +398,9 @@ func (qa *QA) Ask(q Question, id int64, seq uint64, item int, at time.Time) *Que
 	if !qa.Moderated && len(q.Flags) == 0 {
 		q.State = QuestionApproved // published unseen: no moderator decided, nothing waited
 	}
+	q.Votes, q.all = 0, nil
 	qa.Questions[q.ID] = &q
 	qa.Order = append(qa.Order, q.ID)
-	qa.recount(&q)
 	qa.Version = seq
 	return &q
 }
@@ -318,33 +429,40 @@ func (qa *QA) Vote(op VoteOp, seq uint64) bool {
 		return false
 	}
 	if op.Up {
-		if q.all[op.Attendee] {
+		if q.count(op.Attendee) > 0 {
 			return false
 		}
 		if q.Voters == nil {
 			q.Voters = map[string]bool{}
 		}
 		q.Voters[op.Attendee] = true
+		qa.up(q, op.Attendee, 1, 0)
 	} else {
-		if !q.all[op.Attendee] {
+		if q.count(op.Attendee) == 0 {
 			return false
 		}
 		qa.withdraw(q, op.Attendee, seq)
 	}
-	qa.recount(q)
 	q.Version, qa.Version = seq, seq
 	return true
 }
 
+// withdraw takes attendee's vote off q and off every question merged into it that
+// counts it, and nowhere else: a question that does not count it is not visited.
 func (qa *QA) withdraw(q *Question, attendee string, seq uint64) {
-	delete(q.Voters, attendee)
+	if q.count(attendee) == 0 {
+		return
+	}
+	if q.Voters[attendee] {
+		delete(q.Voters, attendee)
+		qa.up(q, attendee, -1, 0)
+	}
 	for _, id := range q.Merged {
-		if m, ok := qa.Questions[id]; ok {
+		if m, ok := qa.Questions[id]; ok && m.MergedInto == q.ID {
 			qa.withdraw(m, attendee, seq)
-			qa.recount(m)
-			m.Version = seq
 		}
 	}
+	q.Version = seq
 }
 
 // TransitionError is an action the question's state does not allow: a 409.
@@ -380,17 +498,6 @@ func (qa *QA) Moderate(m Moderation, moderator string, seq uint64, at time.Time)
 	for _, e := range effects {
 		qa.effect(e, at, moderator, seq)
 	}
-	// Votes follow merges both ways.
-	for _, e := range effects {
-		if e.FromMerged != e.ToMerged {
-			for _, id := range []int64{e.FromMerged, e.ToMerged} {
-				if t, ok := qa.Questions[id]; ok {
-					qa.recount(t)
-					t.Version = seq
-				}
-			}
-		}
-	}
 	qa.Actions = append(qa.Actions, act)
 	qa.Version = seq
 	return act, nil
@@ -409,11 +516,24 @@ func (qa *QA) effect(e Effect, at time.Time, moderator string, seq uint64) {
 		}
 	}
 	if e.FromMerged != e.ToMerged {
-		if old, ok := qa.Questions[e.FromMerged]; ok {
-			old.Merged = slices.DeleteFunc(old.Merged, func(id int64) bool { return id == q.ID })
+		// Votes follow merges both ways: the duplicate's counts leave the question it was
+		// merged into and join the one it is merged into now.
+		old, _ := qa.Questions[e.FromMerged]
+		t, _ := qa.Questions[e.ToMerged]
+		if old != nil && !slices.Contains(old.Merged, q.ID) {
+			old = nil
 		}
-		if t, ok := qa.Questions[e.ToMerged]; ok {
+		qa.move(q, old, t, seq)
+		if old != nil {
+			old.Merged = slices.DeleteFunc(old.Merged, func(id int64) bool { return id == q.ID })
+			if len(old.Merged) == 0 {
+				old.all = nil // its own voters are all it counts again
+			}
+			old.Version = seq
+		}
+		if t != nil {
 			t.Merged = append(t.Merged, q.ID)
+			t.Version = seq
 		}
 		q.MergedInto = e.ToMerged
 	}
