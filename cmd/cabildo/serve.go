@@ -354,12 +354,12 @@ func printWelcome(w io.Writer, addr net.Addr, store *projection.Store, cfg confi
 		fmt.Fprintf(w, "  changes:  %s/v1/events/%s/changes?since=0\n", base, id)
 		fmt.Fprintf(w, "  live:     ws%s/v1/ws  then send {\"type\":\"subscribe\",\"channel\":\"schedule:%s\"}\n",
 			strings.TrimPrefix(base, "http"), id)
-		fmt.Fprintf(w, "  organizer token: go run ./cmd/cabildo token create --event %s --role organizer --data-dir %s\n", id, cfg.DataDir)
+		fmt.Fprintf(w, "  organizer token: bin/cabildo token create --event %s --role organizer --data-dir %s\n", id, cfg.DataDir)
 		for sid, qa := range st.QA {
 			if qa.Open {
 				fmt.Fprintf(w, "  town hall: %s/v1/events/%s/sessions/%d/questions (attendees: POST %s/v1/events/%s/attendees; live: questions:%s:%d)\n",
 					base, id, sid, base, id, id, sid)
-				fmt.Fprintf(w, "  moderator token: go run ./cmd/cabildo token create --event %s --role moderator --subject <name> --data-dir %s (live: moderation:%s:%d)\n",
+				fmt.Fprintf(w, "  moderator token: bin/cabildo token create --event %s --role moderator --subject <name> --data-dir %s (live: moderation:%s:%d)\n",
 					id, cfg.DataDir, id, sid)
 			}
 		}
