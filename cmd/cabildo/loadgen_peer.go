@@ -8,6 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"net/url"
@@ -24,8 +25,9 @@ import (
 // loadgenPeer runs the measurement of `loadgen ws` against a peer realtime server speaking
 // the Centrifugo JSON protocol, so both can be compared on the same machine with the same
 // method: N raw websocket clients subscribe to one channel, a publisher posts to the peer's
-// HTTP server API at a fixed rate, and latency runs from the moment a publish request is
-// sent to the moment a client has the publication. It prints one wsResult line.
+// HTTP server API at fixed times (publication i is due at start + i/rate, an open loop as
+// in loadgen ws), and latency runs from a publication's due time to the moment a client
+// has read it. It prints one wsResult line.
 func loadgenPeer(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := config.NewFlagSet("loadgen peer")
 	wsURL := fs.String("url", "ws://127.0.0.1:8000/connection/websocket", "peer websocket endpoint, Centrifugo JSON protocol (loopback only)")
@@ -39,6 +41,7 @@ func loadgenPeer(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	pad := fs.Int("payload-bytes", 360, "padding in each publication's data; 360 makes a push frame of ~425 bytes, the size of a Cabildo update frame")
 	pid := fs.Int("server-pid", 0, "peer server process id, to read its memory and CPU from /proc (same machine)")
 	name := fs.String("scenario", "", "name for the result line")
+	mode := fs.String("client", "lean", "lean: scan each push for its channel and seq, shared read buffers (about loadgen ws --client lean's cost per frame); full: decode every message with encoding/json")
 	if err := config.ParseArgs(fs, args); errors.Is(err, flag.ErrHelp) {
 		return printHelp(stdout, "usage: cabildo loadgen peer [flags]\n", fs)
 	} else if err != nil {
@@ -57,12 +60,17 @@ func loadgenPeer(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		*dur <= 0 || *dur > time.Hour || *pad < 0 || *pad > 60000 {
 		return errors.New("loadgen peer: need --api-key and --channel, 1 ≤ --clients ≤ 20000, 0 < --rate ≤ 1000, 0 < --duration ≤ 1h, 0 ≤ --payload-bytes ≤ 60000")
 	}
+	if *mode != "lean" && *mode != "full" {
+		return fmt.Errorf("loadgen peer: --client is lean or full, not %q", *mode)
+	}
 	if *name == "" {
 		*name = fmt.Sprintf("peer_centrifugo_%d_clients_%g_per_s", *n, *changeRate)
 	}
 	pub := &peerPublisher{client: &http.Client{Timeout: 10 * time.Second}, url: strings.TrimSuffix(*apiURL, "/") + "/publish",
 		key: *apiKey, channel: *channel, pad: strings.Repeat("x", *pad)}
 	rss0, _ := procStats(*pid)
+	origin := time.Now()
+	capacity := int(*changeRate*dur.Seconds()) + 16
 
 	// Ramp: each client connects and subscribes, then reads until closed.
 	clients := make([]*peerClient, *n)
@@ -83,7 +91,7 @@ func loadgenPeer(ctx context.Context, args []string, stdout, stderr io.Writer) e
 			defer func() { <-sem }()
 			dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 			defer cancel()
-			c, err := dialPeer(dctx, dialer, *wsURL, *channel)
+			c, err := dialPeer(dctx, dialer, *wsURL, *channel, *mode == "lean", origin, capacity)
 			if err != nil {
 				firstErr.CompareAndSwap(nil, err.Error())
 				return
@@ -101,32 +109,22 @@ func loadgenPeer(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	wg.Wait()
 	rampTook := time.Since(rampStart)
 	rss1, cpu1 := procStats(*pid)
+	self1, wall1 := selfCPU(), time.Now()
 
-	// Publications at a fixed rate; each one's send time keyed by its sequence number.
-	sent := map[int64]time.Time{}
-	ticker := time.NewTicker(time.Duration(float64(time.Second) / *changeRate))
-	stop := time.After(*dur)
+	// Publications at fixed times; each one's due time keyed by its sequence number.
+	due := map[int64]time.Duration{} // since origin
 	var last int64
 	pubErrs := 0
-loop:
-	for seq := int64(1); ; seq++ {
-		select {
-		case <-stop:
-			break loop
-		case <-ctx.Done():
-			break loop
-		case <-ticker.C:
-		}
-		t0 := time.Now()
+	late := openLoop(ctx, time.Now(), time.Duration(float64(time.Second) / *changeRate), *dur, func(i int, at time.Time) {
+		seq := int64(i) + 1
 		if err := pub.publish(ctx, seq); err != nil {
 			pubErrs++
 			firstErr.CompareAndSwap(nil, err.Error())
-			continue
+			return
 		}
-		sent[seq] = t0
+		due[seq] = at.Sub(origin)
 		last = seq
-	}
-	ticker.Stop()
+	})
 	// Let the last deliveries arrive.
 	settle := time.Now().Add(10 * time.Second)
 	for time.Now().Before(settle) {
@@ -142,6 +140,7 @@ loop:
 		time.Sleep(20 * time.Millisecond)
 	}
 	rss2, cpu2 := procStats(*pid)
+	self2, wall2 := selfCPU(), time.Now()
 	for _, c := range clients {
 		if c != nil {
 			_ = c.conn.Close()
@@ -149,36 +148,44 @@ loop:
 	}
 	readers.Wait() // every client's received list is now the main goroutine's
 
-	res := wsResult{Scenario: *name, Connections: *n, Connected: int(connected.Load()),
+	res := wsResult{Scenario: *name, Client: *mode, Connections: *n, Connected: int(connected.Load()),
 		ConnectPerSecond: float64(connected.Load()) / rampTook.Seconds(),
-		ChangesPerSecond: *changeRate, Changes: len(sent), Expected: len(sent) * int(connected.Load())}
-	var lat []time.Duration
+		ChangesPerSecond: *changeRate, Changes: len(due), Expected: len(due) * int(connected.Load()), SendLateMaxMs: ms(late)}
+	var (
+		lat           []time.Duration
+		frames, bytes int64
+	)
 	dropped := 0
 	for _, c := range clients {
 		if c == nil {
 			continue
 		}
-		seen := map[int64]bool{}
+		frames += c.frames
+		bytes += c.bytes
 		var prev int64
 		for _, r := range c.received {
-			if seen[r.seq] {
+			if r.seq <= prev {
 				res.Duplicates++
 				continue
 			}
-			seen[r.seq] = true
 			if prev != 0 && r.seq > prev+1 {
 				res.Gaps++
 			}
-			prev = max(prev, r.seq)
-			if t0, ok := sent[r.seq]; ok {
-				lat = append(lat, r.at.Sub(t0))
+			prev = r.seq
+			if d, ok := due[r.seq]; ok {
+				lat = append(lat, r.at-d)
 			}
 		}
 		if c.err != nil {
 			dropped++
 		}
 	}
+	res.Dropped = dropped
+	if frames > 0 {
+		res.FrameBytes = float64(bytes) / float64(frames)
+	}
 	res.summarize(lat, int64(connected.Load()), rss1-rss0, rss2-rss0, cpu2-cpu1)
+	res.loadgenCPU(self2-self1, wall2.Sub(wall1), cpu2-cpu1, frames)
 	if pubErrs > 0 || dropped > 0 || res.Connected < *n {
 		fmt.Fprintf(stderr, "loadgen peer: %d publishes failed, %d of %d clients connected, %d dropped before the end; first error: %v\n",
 			pubErrs, res.Connected, *n, dropped, firstErr.Load())
@@ -272,7 +279,7 @@ func isPeerPing(line []byte) bool { return bytes.Equal(line, []byte("{}")) }
 
 type peerRecv struct {
 	seq int64
-	at  time.Time
+	at  time.Duration // since the run's origin
 }
 
 // peerClient is one subscribed connection. Its read loop is its only writer once
@@ -280,13 +287,17 @@ type peerRecv struct {
 type peerClient struct {
 	conn     *websocket.Conn
 	channel  string
+	lean     bool // scan pushes (peerPushSeq) into shared buffers instead of decoding them
+	origin   time.Time
 	last     atomic.Int64 // highest sequence number received
 	received []peerRecv
+	frames   int64 // frames read after subscribing
+	bytes    int64
 	err      error // why the read loop ended before the connection was closed by us
 }
 
 // dialPeer connects, sends connect and subscribe, and returns once subscribed.
-func dialPeer(ctx context.Context, d *websocket.Dialer, wsURL, channel string) (*peerClient, error) {
+func dialPeer(ctx context.Context, d *websocket.Dialer, wsURL, channel string, lean bool, origin time.Time, capacity int) (*peerClient, error) {
 	conn, resp, err := d.DialContext(ctx, wsURL, nil)
 	if resp != nil && resp.Body != nil {
 		resp.Body.Close()
@@ -295,7 +306,7 @@ func dialPeer(ctx context.Context, d *websocket.Dialer, wsURL, channel string) (
 		return nil, err
 	}
 	conn.SetReadLimit(1 << 20)
-	c := &peerClient{conn: conn, channel: channel}
+	c := &peerClient{conn: conn, channel: channel, lean: lean, origin: origin, received: make([]peerRecv, 0, capacity)}
 	if dl, ok := ctx.Deadline(); ok {
 		_ = conn.SetReadDeadline(dl)
 		defer conn.SetReadDeadline(time.Time{})
@@ -314,6 +325,7 @@ func dialPeer(ctx context.Context, d *websocket.Dialer, wsURL, channel string) (
 			return nil, err
 		}
 	}
+	c.received, c.frames, c.bytes = c.received[:0], 0, 0
 	return c, nil
 }
 
@@ -359,17 +371,41 @@ func (c *peerClient) read() {
 // readFrame reads one frame: pings are answered, publications on the channel recorded,
 // and any other message handed to reply (nil: ignored).
 func (c *peerClient) readFrame(reply func(*peerMsg) error) error {
-	typ, frame, err := c.conn.ReadMessage()
+	var (
+		typ   int
+		frame []byte
+		err   error
+	)
+	if c.lean {
+		var bp *[]byte
+		typ, bp, err = c.readShared()
+		if bp != nil {
+			frame = *bp
+			defer frameBufs.Put(bp)
+		}
+	} else {
+		typ, frame, err = c.conn.ReadMessage()
+	}
 	if err != nil {
 		return err
 	}
-	now := time.Now()
+	now := time.Since(c.origin)
 	if typ != websocket.TextMessage {
 		return nil
 	}
+	c.frames++
+	c.bytes += int64(len(frame))
 	return peerMessages(frame, func(line []byte) error {
 		if isPeerPing(line) {
 			return c.write([]byte("{}"))
+		}
+		if c.lean {
+			if seq, pub, ok := peerPushSeq(line, c.channel); ok {
+				if pub {
+					c.keep(seq, now)
+				}
+				return nil
+			}
 		}
 		var m peerMsg
 		if err := json.Unmarshal(line, &m); err != nil {
@@ -377,11 +413,7 @@ func (c *peerClient) readFrame(reply func(*peerMsg) error) error {
 		}
 		if m.Push != nil {
 			if m.Push.Pub != nil && m.Push.Channel == c.channel {
-				seq := m.Push.Pub.Data.Seq
-				c.received = append(c.received, peerRecv{seq, now})
-				if seq > c.last.Load() {
-					c.last.Store(seq)
-				}
+				c.keep(m.Push.Pub.Data.Seq, now)
 			}
 			return nil
 		}
@@ -390,4 +422,72 @@ func (c *peerClient) readFrame(reply func(*peerMsg) error) error {
 		}
 		return nil
 	})
+}
+
+func (c *peerClient) keep(seq int64, at time.Duration) {
+	c.received = append(c.received, peerRecv{seq, at})
+	if seq > c.last.Load() {
+		c.last.Store(seq)
+	}
+}
+
+// readShared reads one frame into a buffer from frameBufs, which the caller puts back.
+func (c *peerClient) readShared() (int, *[]byte, error) {
+	typ, r, err := c.conn.NextReader()
+	if err != nil {
+		return 0, nil, err
+	}
+	bp := frameBufs.Get().(*[]byte)
+	if err := readInto(bp, r); err != nil {
+		frameBufs.Put(bp)
+		return 0, nil, err
+	}
+	return typ, bp, nil
+}
+
+// readInto reads r to its end into *bp, growing it as needed.
+func readInto(bp *[]byte, r io.Reader) error {
+	b := (*bp)[:0]
+	defer func() { *bp = b }()
+	for {
+		if len(b) == cap(b) {
+			b = append(b, 0)[:len(b)]
+		}
+		k, err := r.Read(b[len(b):cap(b)])
+		b = b[:len(b)+k]
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// peerPushSeq reads a publication push with a byte scan, the way the peer's JSON encoder
+// writes it: {"push":{"channel":"<channel>","pub":{"data":{"seq":<n>,…}…}}}. ok is false
+// for any other message (replies, other pushes, another layout), which the caller then
+// decodes in full; pub is false for a push of another channel or with no publication.
+func peerPushSeq(line []byte, channel string) (seq int64, pub, ok bool) {
+	rest, found := bytes.CutPrefix(line, []byte(`{"push":{"channel":`))
+	if !found {
+		return 0, false, false
+	}
+	ch, next, good := plainString(rest, 0)
+	if !good {
+		return 0, false, false
+	}
+	rest = rest[next:]
+	if string(ch) != channel {
+		return 0, false, true
+	}
+	rest, found = bytes.CutPrefix(rest, []byte(`,"pub":{"data":{"seq":`))
+	if !found {
+		return 0, false, false
+	}
+	v, _, good := plainUint(rest, 0)
+	if !good || v > math.MaxInt64 {
+		return 0, false, false
+	}
+	return int64(v), true, true
 }

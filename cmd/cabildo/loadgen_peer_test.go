@@ -112,6 +112,12 @@ func (p *fakePeer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 func TestLoadgenPeerAgainstFakePeer(t *testing.T) {
+	for _, mode := range []string{"lean", "full"} {
+		t.Run(mode, func(t *testing.T) { testLoadgenPeer(t, mode) })
+	}
+}
+
+func testLoadgenPeer(t *testing.T, mode string) {
 	p := &fakePeer{}
 	srv := httptest.NewServer(p)
 	defer srv.Close()
@@ -119,7 +125,7 @@ func TestLoadgenPeerAgainstFakePeer(t *testing.T) {
 	var out, errb bytes.Buffer
 	err := loadgenPeer(context.Background(), []string{
 		"--url", "ws://" + base + "/connection/websocket", "--api", srv.URL + "/api", "--api-key", "k",
-		"--channel", "c", "--clients", "5", "--rate", "20", "--duration", "300ms",
+		"--channel", "c", "--clients", "5", "--rate", "20", "--duration", "300ms", "--client", mode,
 	}, &out, &errb)
 	if err != nil {
 		t.Fatal(err, errb.String())
@@ -128,7 +134,7 @@ func TestLoadgenPeerAgainstFakePeer(t *testing.T) {
 	if err := json.Unmarshal(out.Bytes(), &res); err != nil {
 		t.Fatal(err, out.String())
 	}
-	if res.Connected != 5 || res.Changes < 3 || res.Delivered != res.Expected || res.Lost != 0 || res.Gaps != 0 || res.Duplicates != 0 {
+	if res.Client != mode || res.Connected != 5 || res.Changes != 6 || res.LoadgenCPUPerFrameUs <= 0 || res.Delivered != res.Expected || res.Lost != 0 || res.Gaps != 0 || res.Duplicates != 0 {
 		t.Fatalf("result %+v, stderr %s", res, errb.String())
 	}
 	if p.pongs.Load() < 5 {
@@ -136,5 +142,41 @@ func TestLoadgenPeerAgainstFakePeer(t *testing.T) {
 	}
 	if !strings.HasPrefix(res.Scenario, "peer_centrifugo_5_clients") {
 		t.Fatalf("scenario %q", res.Scenario)
+	}
+}
+
+// TestPeerPushSeqMatchesDecode: the lean scan reads a publication's seq as encoding/json
+// does, on the peer's frames as it writes them (captured from Centrifugo v6.9.1) and the
+// fake peer's; everything else is left to the full decode, never misread.
+func TestPeerPushSeqMatchesDecode(t *testing.T) {
+	pad := strings.Repeat("x", 360)
+	for _, line := range []string{
+		`{"push":{"channel":"schedule","pub":{"data":{"seq":1,"pad":"` + pad + `"}}}}`,
+		`{"push":{"channel":"schedule","pub":{"data":{"seq":9007199254740993,"pad":""},"offset":12,"epoch":"x"}}}`,
+		`{"push":{"channel":"other","pub":{"data":{"seq":3}}}}`,
+		`{"push":{"channel":"schedule","join":{"info":{"client":"x"}}}}`,
+		`{"push":{"channel":"sched\"ule","pub":{"data":{"seq":3}}}}`,
+		`{"push":{"channel":"schedule","pub":{"data":{"pad":"x","seq":4}}}}`,
+		`{"push":{"channel":"schedule","pub":{"data":{"seq":4.5}}}}`,
+		`{"id":2,"subscribe":{}}`,
+	} {
+		var m peerMsg
+		if err := json.Unmarshal([]byte(line), &m); err != nil {
+			if _, _, ok := peerPushSeq([]byte(line), "schedule"); ok {
+				t.Errorf("%q: the scan read what encoding/json refuses (%v)", line, err)
+			}
+			continue
+		}
+		wantPub := m.Push != nil && m.Push.Pub != nil && m.Push.Channel == "schedule"
+		seq, pub, ok := peerPushSeq([]byte(line), "schedule")
+		if !ok {
+			if m.Push != nil && m.Push.Pub != nil && strings.HasPrefix(line, `{"push":{"channel":"schedule","pub":{"data":{"seq":`) {
+				t.Errorf("%q: the scan left the peer's usual layout to the full decode", line)
+			}
+			continue
+		}
+		if pub != wantPub || (pub && seq != m.Push.Pub.Data.Seq) {
+			t.Errorf("%q: scan says seq %d pub %v, the full decode %+v", line, seq, pub, m.Push)
+		}
 	}
 }
