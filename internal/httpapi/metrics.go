@@ -3,6 +3,7 @@ package httpapi
 import (
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
@@ -19,9 +20,22 @@ type metrics struct {
 	requests *prometheus.CounterVec
 	duration *prometheus.HistogramVec
 	handler  fiber.Handler
+	// series holds each (route, method, status)'s counter and histogram, so a request
+	// neither builds label strings nor hashes them.
+	series sync.Map // seriesKey → *routeSeries
 }
 
-func newMetrics(reg *prometheus.Registry, store *projection.Store) *metrics {
+type seriesKey struct {
+	method, route string
+	status        int
+}
+
+type routeSeries struct {
+	requests prometheus.Counter
+	duration prometheus.Observer
+}
+
+func newMetrics(reg *prometheus.Registry, store *projection.Store, reads *renditions) *metrics {
 	m := &metrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "cabildo_http_requests_total", Help: "HTTP requests by route and status.",
@@ -39,6 +53,14 @@ func newMetrics(reg *prometheus.Registry, store *projection.Store) *metrics {
 		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "cabildo_projection_sequence", Help: "Last log sequence this node's projection applied.",
 		}, func() float64 { return float64(store.Seq()) }))
+	}
+	if reads != nil {
+		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "cabildo_http_rendered_bodies_total", Help: "Public reads rendered and encoded (once per version, resource and language).",
+		}, func() float64 { return float64(reads.renders.Load()) }))
+		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "cabildo_http_compressed_bodies_total", Help: "Rendered public reads compressed (once per content coding).",
+		}, func() float64 { return float64(reads.packs.Load()) }))
 	}
 	// Process and Go runtime collectors may already be registered by the caller.
 	_ = reg.Register(collectors.NewGoCollector())
@@ -58,14 +80,23 @@ func (s *Server) observe(c *fiber.Ctx) error {
 		}
 	}
 	route := c.Route().Path
-	if c.Route().Path == "/" && c.Path() != "/" {
+	if route == "/" && c.Path() != "/" || len(c.Route().Handlers) == 0 {
 		route = "unmatched"
 	}
-	// Labels are kept by the registry: copies, never strings over fasthttp's request
-	// buffer, which the next request on the connection overwrites.
-	method, route := strings.Clone(c.Method()), strings.Clone(route)
-	s.m.requests.WithLabelValues(method, route, strconv.Itoa(c.Response().StatusCode())).Inc()
-	s.m.duration.WithLabelValues(method, route).Observe(time.Since(start).Seconds())
+	k := seriesKey{method: c.Method(), route: route, status: c.Response().StatusCode()}
+	m, ok := s.m.series.Load(k)
+	if !ok {
+		// Labels and keys are kept: copies, never strings over fasthttp's request buffer,
+		// which the next request on the connection overwrites.
+		k.method, k.route = strings.Clone(k.method), strings.Clone(k.route)
+		m, _ = s.m.series.LoadOrStore(k, &routeSeries{
+			requests: s.m.requests.WithLabelValues(k.method, k.route, strconv.Itoa(k.status)),
+			duration: s.m.duration.WithLabelValues(k.method, k.route),
+		})
+	}
+	rs := m.(*routeSeries)
+	rs.requests.Inc()
+	rs.duration.Observe(time.Since(start).Seconds())
 	return nil
 }
 

@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"hash/fnv"
 	"net/http"
@@ -31,8 +32,12 @@ func pickLang(c *fiber.Ctx) (cabildo.Lang, error) {
 		}
 		return l, nil
 	}
+	header := c.Request().Header.Peek(fiber.HeaderAcceptLanguage)
+	if len(header) == 0 {
+		return cabildo.ES, nil
+	}
 	best, bestQ := cabildo.ES, -1.0
-	for _, part := range strings.Split(c.Get(fiber.HeaderAcceptLanguage), ",") {
+	for part := range strings.SplitSeq(string(header), ",") {
 		tag, params, _ := strings.Cut(strings.TrimSpace(part), ";")
 		l, ok := cabildo.ParseLang(tag)
 		if !ok {
@@ -97,43 +102,129 @@ func notFoundEvent(event string) error {
 	return cabildo.Errorf(cabildo.CodeNotFound, "event %q does not exist", event)
 }
 
-// readEvent runs a public read of one event: validators first (a 304 renders nothing),
-// then the body, rendered under the projection's read lock and encoded outside it.
+// readEvent runs a public read of one event. Its bytes come from this node's renditions
+// when one is current (the event has not changed since); otherwise the read is rendered
+// under the projection's read lock, encoded outside it, and kept for the next readers.
+// variant names the resource within the event (with its query); ETags default to
+// "<version>-<lang>-<hash of variant>".
 func (s *Server) readEvent(c *fiber.Ctx, variant string, read func(l render.Localizer) (validators, func() any, error)) error {
+	return s.serveRead(c, variant, false, read)
+}
+
+// errRenderAbandoned is what readers waiting for a rendition get when its render panicked.
+var errRenderAbandoned = errors.New("httpapi: rendering was abandoned")
+
+// serveRead is readEvent; shared also looks in, and stores into, the node's RenderCache
+// (Redis when configured), so that one node's rendering serves every node.
+func (s *Server) serveRead(c *fiber.Ctx, variant string, shared bool, read func(l render.Localizer) (validators, func() any, error)) error {
 	lang, err := pickLang(c)
 	if err != nil {
 		return err
 	}
 	event := c.Params("event")
-	var (
-		v         validators
-		body      any
-		readErr   error
-		unchanged bool
-	)
-	found := s.opts.Store.Read(event, func(st *projection.EventState) {
-		l := render.New(st, lang)
-		var render func() any
-		v, render, readErr = read(l)
-		if readErr != nil {
-			return
+	k := renditionKey{event: event, variant: variant, lang: lang}
+	for attempt := 0; ; attempt++ {
+		useShared := shared && attempt == 0
+		var (
+			r       *rendition
+			owner   bool
+			value   any
+			renderF func() any
+			readErr error
+		)
+		found := s.opts.Store.Read(event, func(st *projection.EventState) {
+			stp := stampOf(st)
+			if r = s.reads.current(k, stp); r != nil {
+				return
+			}
+			var v validators
+			v, renderF, readErr = read(render.New(st, lang))
+			if readErr != nil {
+				return
+			}
+			if v.etag == "" {
+				v.etag = etag(st.Version, lang, variant)
+			}
+			r, owner = s.reads.claim(newRendition(k, stp, v))
+			if owner && !useShared {
+				defer s.abandonOnPanic(r)
+				value = renderF()
+			}
+		})
+		switch {
+		case !found:
+			return notFoundEvent(event)
+		case readErr != nil:
+			return readErr
 		}
-		if v.etag == "" {
-			v.etag = etag(st.Version, lang, variant)
+		if owner {
+			if s.renderOwned(c, r, useShared, value, renderF) {
+				continue
+			}
+		} else {
+			<-r.ready
+			if r.retry {
+				continue
+			}
 		}
-		if unchanged = notModified(c, v, lang); !unchanged {
-			body = render()
+		if r.err != nil {
+			return r.err
 		}
-	})
-	switch {
-	case !found:
-		return notFoundEvent(event)
-	case readErr != nil:
-		return readErr
-	case unchanged:
-		return c.SendStatus(fiber.StatusNotModified)
+		return s.sendRendition(c, r)
 	}
-	return writeJSON(c, fiber.StatusOK, fiber.MIMEApplicationJSON, body)
+}
+
+// abandonOnPanic wakes the readers waiting for r if its render panicked; the panic goes on.
+func (s *Server) abandonOnPanic(r *rendition) {
+	if p := recover(); p != nil {
+		s.reads.finish(r, nil, errRenderAbandoned)
+		panic(p)
+	}
+}
+
+// renderOwned produces the body of the rendition this request claimed: from the shared
+// cache, or rendered (value, or renderF under the read lock when value was left for
+// later) and encoded. It reports whether the event changed meanwhile, so the read must
+// start again.
+func (s *Server) renderOwned(c *fiber.Ctx, r *rendition, shared bool, value any, renderF func() any) (retry bool) {
+	done := false
+	defer func() {
+		if !done {
+			s.reads.finish(r, nil, errRenderAbandoned)
+		}
+	}()
+	var key string
+	if shared {
+		key = fmt.Sprintf("%s:%s:%d:%s", r.key.variant, r.key.event, r.stamp.version, r.key.lang)
+		if b, ok, err := s.opts.Cache.GetRendered(c.UserContext(), key); err == nil && ok {
+			done = true
+			s.reads.finish(r, b, nil)
+			return false
+		}
+		changed := false
+		s.opts.Store.Read(r.key.event, func(st *projection.EventState) {
+			if stampOf(st) != r.stamp {
+				changed = true
+				return
+			}
+			value = renderF()
+		})
+		if changed {
+			done = true
+			r.retry = true
+			s.reads.finish(r, nil, errRenderAbandoned)
+			return true
+		}
+	}
+	body, err := json.Marshal(value)
+	if err == nil && shared {
+		if perr := s.opts.Cache.PutRendered(c.UserContext(), key, body, time.Hour); perr != nil {
+			s.log.Debug("render cache put failed", "err", perr)
+		}
+	}
+	done = true
+	s.reads.finish(r, body, err)
+	return false
 }
 
 func eventValidators(st *projection.EventState) validators {
@@ -171,52 +262,10 @@ func (s *Server) getEvent(c *fiber.Ctx) error {
 	})
 }
 
+// getSchedule answers the whole programme. One version renders once per language on
+// each node, and once in all when the nodes share a Redis cache.
 func (s *Server) getSchedule(c *fiber.Ctx) error {
-	lang, err := pickLang(c)
-	if err != nil {
-		return err
-	}
-	event := c.Params("event")
-	var (
-		v       validators
-		version uint64
-		found   bool
-	)
-	found = s.opts.Store.Read(event, func(st *projection.EventState) {
-		v, version = validators{etag: etag(st.Version, lang, "schedule"), modified: st.Updated}, st.Version
-	})
-	if !found {
-		return notFoundEvent(event)
-	}
-	if notModified(c, v, lang) {
-		return c.SendStatus(fiber.StatusNotModified)
-	}
-	// The whole programme of one version renders once per language; every node can
-	// serve what any node rendered.
-	key := fmt.Sprintf("schedule:%s:%d:%s", event, version, lang)
-	ctx := c.UserContext()
-	if b, ok, err := s.opts.Cache.GetRendered(ctx, key); err == nil && ok {
-		c.Set(fiber.HeaderContentType, fiber.MIMEApplicationJSON)
-		return c.Send(b)
-	}
-	var body []byte
-	s.opts.Store.Read(event, func(st *projection.EventState) {
-		if st.Version != version {
-			return // changed in between: render below without caching
-		}
-		body, err = json.Marshal(render.New(st, lang).Schedule())
-	})
-	if err != nil {
-		return err
-	}
-	if body != nil {
-		if perr := s.opts.Cache.PutRendered(ctx, key, body, time.Hour); perr != nil {
-			s.log.Debug("render cache put failed", "err", perr)
-		}
-		c.Set(fiber.HeaderContentType, fiber.MIMEApplicationJSON)
-		return c.Send(body)
-	}
-	return s.readEvent(c, "schedule", func(l render.Localizer) (validators, func() any, error) {
+	return s.serveRead(c, "schedule", true, func(l render.Localizer) (validators, func() any, error) {
 		return eventValidators(l.St), func() any { return l.Schedule() }, nil
 	})
 }
@@ -286,7 +335,7 @@ func (s *Server) listSessions(c *fiber.Ctx) error {
 
 func (s *Server) getSession(c *fiber.Ctx) error {
 	ref := c.Params("session")
-	return s.readEvent(c, "", func(l render.Localizer) (validators, func() any, error) {
+	return s.readEvent(c, "session:"+ref, func(l render.Localizer) (validators, func() any, error) {
 		ss, meta, err := schedule.FindSession(l.St, ref)
 		if err != nil {
 			return validators{}, nil, err
@@ -307,7 +356,7 @@ func (s *Server) listRooms(c *fiber.Ctx) error {
 
 func (s *Server) getRoom(c *fiber.Ctx) error {
 	id := c.Params("room")
-	return s.readEvent(c, "", func(l render.Localizer) (validators, func() any, error) {
+	return s.readEvent(c, "room:"+id, func(l render.Localizer) (validators, func() any, error) {
 		r, ok := l.St.Programme.Rooms[id]
 		if !ok {
 			return validators{}, nil, cabildo.Errorf(cabildo.CodeNotFound, "room %q does not exist in this event", id)
@@ -337,7 +386,7 @@ func (s *Server) listSpeakers(c *fiber.Ctx) error {
 
 func (s *Server) getSpeaker(c *fiber.Ctx) error {
 	id := c.Params("speaker")
-	return s.readEvent(c, "", func(l render.Localizer) (validators, func() any, error) {
+	return s.readEvent(c, "speaker:"+id, func(l render.Localizer) (validators, func() any, error) {
 		sp, ok := l.St.Programme.Speakers[id]
 		if !ok {
 			return validators{}, nil, cabildo.Errorf(cabildo.CodeNotFound, "speaker %q does not exist in this event", id)

@@ -69,6 +69,8 @@ type Server struct {
 	// perIP counts open websockets per client address.
 	perIP    ipCounts
 	refusals *refusalLog
+	// reads are this node's rendered public reads, by event, resource and language.
+	reads *renditions
 }
 
 // New builds the application and its routes.
@@ -87,7 +89,8 @@ func New(opts Options) *Server {
 	if opts.Registry == nil {
 		opts.Registry = prometheus.NewRegistry()
 	}
-	s := &Server{opts: opts, log: opts.Logger, m: newMetrics(opts.Registry, opts.Store), refusals: newRefusalLog()}
+	reads := newRenditions()
+	s := &Server{opts: opts, log: opts.Logger, m: newMetrics(opts.Registry, opts.Store, reads), refusals: newRefusalLog(), reads: reads}
 	s.app = fiber.New(fiber.Config{
 		AppName: "cabildo",
 		// The transport's hard cap is far above the API's limit so that an oversized body
@@ -181,7 +184,8 @@ func writeJSON(c *fiber.Ctx, status int, contentType string, v any) error {
 }
 
 func (s *Server) limitBody(c *fiber.Ctx) error {
-	if len(c.Body()) > s.opts.BodyLimit {
+	// c.Body decodes a compressed request body: only worth calling when there is one.
+	if len(c.Request().Body()) > 0 && len(c.Body()) > s.opts.BodyLimit {
 		return cabildo.Errorf(cabildo.CodePayloadTooLarge, "the request body is larger than %d KiB", s.opts.BodyLimit>>10)
 	}
 	return c.Next()
