@@ -121,7 +121,7 @@ func withSuffix(tag, suffix string) string {
 type renditions struct {
 	mu      sync.RWMutex
 	m       map[renditionKey]*rendition
-	bytes   int64 // held by the entries in m; mu guards it
+	bytes   int64        // held by the entries in m; mu guards it
 	renders atomic.Int64 // bodies rendered (test seam and metric)
 	packs   atomic.Int64 // bodies compressed
 	// compressing allows one compression at a time, so a burst of new variants cannot take
