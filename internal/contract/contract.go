@@ -6,6 +6,7 @@ package contract
 
 import (
 	"bytes"
+	"compress/gzip"
 	"context"
 	"encoding/json"
 	"errors"
@@ -16,6 +17,7 @@ import (
 	"net/url"
 	"strings"
 
+	"github.com/andybalholm/brotli"
 	"github.com/getkin/kin-openapi/openapi3"
 	"github.com/getkin/kin-openapi/openapi3filter"
 	"github.com/getkin/kin-openapi/routers"
@@ -166,6 +168,12 @@ func (v *Validator) Check(req *http.Request, status int, header http.Header, bod
 		header = http.Header{}
 	}
 	name := fmt.Sprintf("%s %s → %d", req.Method, req.URL.RequestURI(), status)
+	// A compressed body is checked as what it decodes to; Content-Encoding itself is
+	// checked against the contract with the other headers.
+	body, err := decodeBody(header.Get("Content-Encoding"), body)
+	if err != nil {
+		return fmt.Errorf("contract: %s: %w", name, err)
+	}
 	route, params, err := v.router.FindRoute(req)
 	if err != nil {
 		if err := v.checkUnrouted(req, status, header, body); err != nil {
@@ -178,6 +186,31 @@ func (v *Validator) Check(req *http.Request, status int, header http.Header, bod
 		return fmt.Errorf("contract: %s: %w", name, err)
 	}
 	return nil
+}
+
+// decodeBody undoes a response's content coding: gzip or br (brotli), the codings the
+// server offers; any other is an error, since the body could not be checked.
+func decodeBody(coding string, body []byte) ([]byte, error) {
+	var r io.Reader
+	switch strings.ToLower(strings.TrimSpace(coding)) {
+	case "", "identity":
+		return body, nil
+	case "gzip":
+		zr, err := gzip.NewReader(bytes.NewReader(body))
+		if err != nil {
+			return nil, fmt.Errorf("the body is not gzip, as Content-Encoding says: %w", err)
+		}
+		r = zr
+	case "br":
+		r = brotli.NewReader(bytes.NewReader(body))
+	default:
+		return nil, fmt.Errorf("Content-Encoding %q is not a coding this API uses", coding)
+	}
+	plain, err := io.ReadAll(r)
+	if err != nil {
+		return nil, fmt.Errorf("the body does not decode as its Content-Encoding %q: %w", coding, err)
+	}
+	return plain, nil
 }
 
 func (v *Validator) checkUnrouted(req *http.Request, status int, header http.Header, body []byte) error {
