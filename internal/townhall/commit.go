@@ -33,26 +33,35 @@ type committer[T any] struct {
 	// after is the sequence of this committer's previous entry (0 for none).
 	prepare func(event string, items []T, after uint64)
 	last    uint64 // the sequence of the previous entry; run's goroutine only
+	// maxQueue, when above 0, bounds the writes waiting for their entry: one more is
+	// refused at once (shed), not stored. maxWait, when above 0, is how long a write may
+	// wait for its entry to start: one that waited longer is shed when its turn comes,
+	// never appended. Both keep a flood from queueing beyond what the log can take in a
+	// moment; a shed write is answered 503 with Retry-After and was never stored.
+	maxQueue int
+	maxWait  time.Duration
 
 	mu      sync.Mutex
 	pending map[string][]*write[T] // by event
 	order   []string               // events in the order their first waiting write came
 	keyed   map[string]*write[T]   // waiting or in flight, by event and key
+	queued  int                    // writes in pending
 	running bool
 	closed  bool
 
-	entries, stored, failed atomic.Uint64 // for CommitStats
+	entries, stored, failed, shed atomic.Uint64 // for CommitStats
 }
 
 // CommitStats counts one kind of group-committed write on this node: log entries
-// appended, writes they held, and writes refused because their append failed (or the node
-// was closing). Stored over Entries is the mean batch.
+// appended, writes they held, writes refused because their append failed (or the node
+// was closing), and writes shed unstored because too many were waiting or one waited too
+// long. Stored over Entries is the mean batch.
 type CommitStats struct {
-	Entries, Stored, Failed uint64
+	Entries, Stored, Failed, Shed uint64
 }
 
 func (c *committer[T]) stats() CommitStats {
-	return CommitStats{Entries: c.entries.Load(), Stored: c.stored.Load(), Failed: c.failed.Load()}
+	return CommitStats{Entries: c.entries.Load(), Stored: c.stored.Load(), Failed: c.failed.Load(), Shed: c.shed.Load()}
 }
 
 // write is one waiting write; done is closed once seq and err (and item's index in the
@@ -62,6 +71,7 @@ type write[T any] struct {
 	key   string // event + key, when the write has one
 	hash  string // the request's content: a key reused for another request is refused
 	msgID string // the log's de-duplication id, used when the write is alone in its entry
+	at    time.Time
 
 	done  chan struct{}
 	seq   uint64
@@ -81,6 +91,9 @@ func newCommitter[T any](log Log, maxBatch int, what string, record func(string,
 // was another request's with the same key (joined here, or found in the log).
 func (c *committer[T]) submit(ctx context.Context, event, key, hash string, item T) (seq uint64, index int, replayed bool, err error) {
 	w := &write[T]{item: item, hash: hash, done: make(chan struct{})}
+	if c.maxWait > 0 {
+		w.at = time.Now()
+	}
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
@@ -96,8 +109,16 @@ func (c *committer[T]) submit(ctx context.Context, event, key, hash string, item
 			seq, index, _, err := c.wait(ctx, first)
 			return seq, index, true, err
 		}
+	}
+	if c.maxQueue > 0 && c.queued >= c.maxQueue {
+		c.mu.Unlock()
+		c.shed.Add(1)
+		return 0, 0, false, c.overloaded()
+	}
+	if w.key != "" {
 		c.keyed[w.key] = w
 	}
+	c.queued++
 	if len(c.pending[event]) == 0 {
 		c.order = append(c.order, event)
 	}
@@ -143,7 +164,11 @@ func (c *committer[T]) run() {
 			delete(c.pending, event)
 			c.order = c.order[1:]
 		}
+		c.queued -= len(batch)
 		c.mu.Unlock()
+		if batch = c.shedLate(batch); len(batch) == 0 {
+			continue
+		}
 		seq, dup, err := c.append(event, batch)
 		if err == nil {
 			c.last = seq
@@ -156,6 +181,32 @@ func (c *committer[T]) run() {
 	}
 }
 
+// shedLate answers the writes of a batch that waited longer than maxWait for their
+// entry (they are refused, never appended) and returns the rest. Writes queue in arrival
+// order, so the late ones are the batch's first.
+func (c *committer[T]) shedLate(batch []*write[T]) []*write[T] {
+	if c.maxWait <= 0 || len(batch) == 0 {
+		return batch
+	}
+	late := time.Now().Add(-c.maxWait)
+	n := 0
+	for n < len(batch) && batch[n].at.Before(late) {
+		n++
+	}
+	if n == 0 {
+		return batch
+	}
+	c.shed.Add(uint64(n))
+	c.settle(batch[:n], 0, false, c.overloaded())
+	return batch[n:]
+}
+
+// overloaded is the answer to a write shed unstored.
+func (c *committer[T]) overloaded() error {
+	return &cabildo.Error{Code: cabildo.CodeUnavailable, RetryAfter: time.Second, Err: errOverloaded,
+		Message: fmt.Sprintf("this node is taking more %ss than it can store right now; this one was not stored: send it again after Retry-After", c.what)}
+}
+
 // answer tells each write of a batch how it went.
 func (c *committer[T]) answer(batch []*write[T], seq uint64, dup bool, err error) {
 	if err != nil {
@@ -164,6 +215,11 @@ func (c *committer[T]) answer(batch []*write[T], seq uint64, dup bool, err error
 		c.entries.Add(1)
 		c.stored.Add(uint64(len(batch)))
 	}
+	c.settle(batch, seq, dup, err)
+}
+
+// settle forgets a batch's keys and wakes its writers.
+func (c *committer[T]) settle(batch []*write[T], seq uint64, dup bool, err error) {
 	c.mu.Lock()
 	for _, w := range batch {
 		if w.key != "" && c.keyed[w.key] == w {
@@ -186,7 +242,7 @@ func (c *committer[T]) takeAll() []*write[T] {
 		all = append(all, c.pending[event]...)
 		delete(c.pending, event)
 	}
-	c.order = nil
+	c.order, c.queued = nil, 0
 	return all
 }
 
@@ -225,7 +281,7 @@ func (c *committer[T]) close() {
 		waiting = append(waiting, batch...)
 		delete(c.pending, event)
 	}
-	c.order = nil
+	c.order, c.queued = nil, 0
 	c.mu.Unlock()
 	c.answer(waiting, 0, false, c.unavailable(errClosed))
 }

@@ -29,7 +29,20 @@ type Options struct {
 	// MaxBatch bounds the votes one log entry holds; default 1,000. An entry holds at
 	// most a tenth as many questions (each is up to a few hundred bytes).
 	MaxBatch int
+	// VoteQueue bounds the votes waiting on this node for their log entry; beyond it a
+	// vote is shed: refused at once with 503 unavailable and Retry-After, not stored.
+	// VoteWait is how long a vote may wait for its entry before it is shed the same way.
+	// Defaults DefaultVoteQueue and DefaultVoteWait; below 0, no bound.
+	VoteQueue int
+	VoteWait  time.Duration
 }
+
+// Defaults for Options.VoteQueue and VoteWait: a few entries' worth of votes, and a wait
+// well under what a voter notices.
+const (
+	DefaultVoteQueue = 4000
+	DefaultVoteWait  = 50 * time.Millisecond
+)
 
 // Service runs the town hall's use cases.
 type Service struct {
@@ -50,6 +63,12 @@ func New(commits *schedule.Service, log Log, view *projection.Store, opts Option
 	if opts.MaxBatch <= 0 {
 		opts.MaxBatch = 1000
 	}
+	if opts.VoteQueue == 0 {
+		opts.VoteQueue = DefaultVoteQueue
+	}
+	if opts.VoteWait == 0 {
+		opts.VoteWait = DefaultVoteWait
+	}
 	s := &Service{commits: commits, view: view, screen: newScreener(opts.Words),
 		votes: newCommitter(log, opts.MaxBatch, "vote", func(event string, votes []cabildo.VoteOp) cabildo.Record {
 			return cabildo.Record{Type: cabildo.RecordVotesCast, Event: event, Votes: votes}
@@ -57,6 +76,7 @@ func New(commits *schedule.Service, log Log, view *projection.Store, opts Option
 		asks: newCommitter(log, max(1, opts.MaxBatch/10), "question", func(event string, asked []cabildo.Asked) cabildo.Record {
 			return cabildo.Record{Type: cabildo.RecordQuestionsAsked, Event: event, Asked: asked}
 		})}
+	s.votes.maxQueue, s.votes.maxWait = max(0, opts.VoteQueue), max(0, opts.VoteWait)
 	s.asks.prepare = s.screenAsked
 	return s
 }
@@ -302,4 +322,7 @@ func errNoEvent(event string) error {
 	return cabildo.Errorf(cabildo.CodeNotFound, "event %q does not exist", event)
 }
 
-var errClosed = errors.New("townhall: closed")
+var (
+	errClosed     = errors.New("townhall: closed")
+	errOverloaded = errors.New("townhall: over capacity")
+)
