@@ -40,6 +40,12 @@ type townHallResult struct {
 	VotesShed         int     `json:"votes_shed"` // due while too many were unanswered: not sent
 	VotesSent         int     `json:"votes_sent"`
 	VotesAcked        int     `json:"votes_acked"`
+	// VotesRefused are votes the server shed with 429 or 503 (it was over capacity);
+	// RefusedNoRetry those of them without a Retry-After, which must be 0. VotesFailed are
+	// any other errors.
+	VotesRefused      int     `json:"votes_refused"`
+	RefusedNoRetry    int     `json:"votes_refused_without_retry_after"`
+	VotesFailed       int     `json:"votes_failed"`
 	VotesPerSecond    float64 `json:"votes_acked_per_second"`
 	VoteAckP50ms      float64 `json:"vote_ack_p50_ms"`
 	VoteAckP99ms      float64 `json:"vote_ack_p99_ms"`
@@ -72,6 +78,7 @@ func loadgenTownHall(ctx context.Context, args []string, stdout, stderr io.Write
 	askRate := fs.Float64("ask-rate", 5, "questions asked per second")
 	voteRate := fs.Float64("vote-rate", 1000, "votes per second")
 	voters := fs.Int("voters", 2000, "attendees who ask and vote (their tokens are minted first)")
+	questions := fs.Int("questions", 0, "questions asked, and approved by the moderators, before the votes start")
 	dur := fs.Duration("duration", 30*time.Second, "how long questions and votes come in")
 	pid := fs.Int("server-pid", 0, "server process id, to read its memory and CPU from /proc (same machine)")
 	if err := config.ParseArgs(fs, args); errors.Is(err, flag.ErrHelp) {
@@ -84,8 +91,8 @@ func loadgenTownHall(ctx context.Context, args []string, stdout, stderr io.Write
 		return fmt.Errorf("loadgen: --url must point at a loopback address, not %q", *base)
 	}
 	if *modToken == "" || *audience < 1 || *audience > 20000 || *mods < 1 || *mods > 50 || *askRate <= 0 ||
-		*voteRate <= 0 || *voteRate > 20000 || *voters < 1 || *voters > 100000 || *dur <= 0 || *dur > time.Hour {
-		return errors.New("loadgen townhall: need --moderator-token, 1 ≤ --audience ≤ 20000, 1 ≤ --moderators ≤ 50, rates > 0, --vote-rate ≤ 20000")
+		*voteRate <= 0 || *voteRate > 100000 || *questions < 0 || *questions > 1000 || *voters < 1 || *voters > 100000 || *dur <= 0 || *dur > time.Hour {
+		return errors.New("loadgen townhall: need --moderator-token, 1 ≤ --audience ≤ 20000, 1 ≤ --moderators ≤ 50, rates > 0, --vote-rate ≤ 100000, --questions ≤ 1000")
 	}
 	th := &thLoad{base: *base, event: *event, mod: *modToken, client: &http.Client{Timeout: 15 * time.Second,
 		Transport: &http.Transport{MaxIdleConns: 512, MaxIdleConnsPerHost: 512, IdleConnTimeout: time.Minute}}}
@@ -245,6 +252,17 @@ func loadgenTownHall(ctx context.Context, args []string, stdout, stderr io.Write
 			time.Sleep(5 * time.Millisecond)
 		}
 	}
+	// Questions asked before the run, each by another attendee, approved as the
+	// moderators' consoles show them.
+	for i := range *questions {
+		body := fmt.Sprintf(`{"text":"Pregunta previa número %d: ¿qué hará el gobierno con los datos abiertos del tema %d?"}`, i, i)
+		if err := th.post(ctx, "/questions", tokens[(len(tokens)-1-i)%len(tokens)], body, nil); err != nil {
+			return fmt.Errorf("loadgen townhall: asking question %d before the run: %w", i, err)
+		}
+	}
+	for wait := time.Now().Add(30 * time.Second); len(th.approvedIDs(&votable)) < *questions && time.Now().Before(wait); {
+		time.Sleep(10 * time.Millisecond)
+	}
 	rss1, cpu1 := procStats(*pid)
 	_, self1 := procStats(os.Getpid())
 	start := time.Now()
@@ -289,7 +307,7 @@ func loadgenTownHall(ctx context.Context, args []string, stdout, stderr io.Write
 	// answer; a vote due when that many are out is shed and counted, not sent late.
 	const maxInFlight = 2048
 	inflight := make(chan struct{}, maxInFlight)
-	var shed atomic.Int64
+	var shed, refused, refusedNoRetry, failed atomic.Int64
 	load.Go(func() {
 		const tick = 10 * time.Millisecond
 		t := time.NewTicker(tick)
@@ -320,7 +338,17 @@ func loadgenTownHall(ctx context.Context, args []string, stdout, stderr io.Write
 						defer func() { <-inflight }()
 						t0 := time.Now()
 						var v api.Vote
-						if th.put(ctx, fmt.Sprintf("/questions/%d/vote", q), tokens[who], &v) != nil {
+						if err := th.put(ctx, fmt.Sprintf("/questions/%d/vote", q), tokens[who], &v); err != nil {
+							var he *httpError
+							switch {
+							case errors.As(err, &he) && (he.status == http.StatusTooManyRequests || he.status == http.StatusServiceUnavailable):
+								refused.Add(1)
+								if he.retryAfter == "" {
+									refusedNoRetry.Add(1)
+								}
+							default:
+								failed.Add(1)
+							}
 							return
 						}
 						d := time.Since(t0)
@@ -377,6 +405,7 @@ func loadgenTownHall(ctx context.Context, args []string, stdout, stderr io.Write
 		Audience: *audience, Connected: connected, Moderators: *mods, Questions: int(asked.Load()),
 		VotesOffered: int(sentN.Load() + shed.Load()), VotesShed: int(shed.Load()),
 		VotesSent: int(sentN.Load()), VotesAcked: len(voteLat), AudienceWrong: wrong,
+		VotesRefused: int(refused.Load()), RefusedNoRetry: int(refusedNoRetry.Load()), VotesFailed: int(failed.Load()),
 		VotesPerSecond: float64(len(voteLat)) / elapsed.Seconds()}
 	for q, who := range acked {
 		switch got := final[q]; {
@@ -524,13 +553,23 @@ func (l *thLoad) do(ctx context.Context, method, u, tok, body string, out any) e
 		return err
 	}
 	if resp.StatusCode >= 300 {
-		return fmt.Errorf("%s %s: %d %s", method, u, resp.StatusCode, b)
+		return &httpError{status: resp.StatusCode, retryAfter: resp.Header.Get("Retry-After"),
+			msg: fmt.Sprintf("%s %s: %d %s", method, u, resp.StatusCode, b)}
 	}
 	if out != nil {
 		return json.Unmarshal(b, out)
 	}
 	return nil
 }
+
+// httpError is a response that was not a success.
+type httpError struct {
+	status     int
+	retryAfter string
+	msg        string
+}
+
+func (e *httpError) Error() string { return e.msg }
 
 // approvedIDs lists the questions a moderator has approved so far.
 func (l *thLoad) approvedIDs(approved *sync.Map) []int64 {

@@ -178,7 +178,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 			return err
 		}
 	}
-	th := townhall.New(svc, lg, store, townhall.Options{Words: words})
+	th := townhall.New(svc, lg, store, townhall.Options{Words: words, VoteQueue: cfg.QA.VoteQueue, VoteWait: cfg.QA.VoteWait})
 	defer th.Close()
 	channels.VoteInterval = cfg.QA.VoteInterval
 	if cfg.Demo && info.LastSeq == 0 {

@@ -66,6 +66,10 @@ type QA struct {
 	VotesPerIPMinute int           // per client address
 	MintsPerIPMinute int           // attendee tokens per client address
 	VoteInterval     time.Duration // vote counts are published at most this often per session
+	// VoteQueue bounds the votes waiting on a node for their log entry, VoteWait how long
+	// one may wait: beyond either a vote is shed (503 with Retry-After, not stored).
+	VoteQueue int
+	VoteWait  time.Duration
 }
 
 // env names every flag's environment variable: CABILDO_ plus the flag in upper snake case.
@@ -142,6 +146,8 @@ func serveFlags(c *Serve) *flag.FlagSet {
 	fs.IntVar(&c.QA.VotesPerIPMinute, "qa-votes-per-ip-per-minute", 60000, "votes one client address may send per minute (a full plenary behind one address)")
 	fs.IntVar(&c.QA.MintsPerIPMinute, "qa-attendees-per-ip-per-minute", 30, "attendee tokens one client address may obtain per minute")
 	fs.DurationVar(&c.QA.VoteInterval, "qa-vote-interval", 250*time.Millisecond, "publish a session's changed vote counts at most this often")
+	fs.IntVar(&c.QA.VoteQueue, "qa-vote-queue", 4000, "votes that may wait on this node for the log; beyond them a vote is refused with 503 and Retry-After, not stored")
+	fs.DurationVar(&c.QA.VoteWait, "qa-vote-wait", 50*time.Millisecond, "how long a vote may wait for the log before it is refused with 503 and Retry-After, not stored")
 	fs.DurationVar(&c.ShutdownGrace, "shutdown-grace", 10*time.Second, "how long shutdown waits for in-flight work")
 	fs.StringVar(&c.DebugAddr, "debug-addr", "", "serve the Go profiler (/debug/pprof/) on this private address, e.g. 127.0.0.1:6060")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
@@ -196,6 +202,8 @@ func (c Serve) validate() error {
 		{"qa-votes-per-ip-per-minute", c.QA.VotesPerIPMinute < 1, "at least 1"},
 		{"qa-attendees-per-ip-per-minute", c.QA.MintsPerIPMinute < 1, "at least 1"},
 		{"qa-vote-interval", c.QA.VoteInterval <= 0, "> 0"},
+		{"qa-vote-queue", c.QA.VoteQueue < 1, "at least 1"},
+		{"qa-vote-wait", c.QA.VoteWait <= 0, "> 0"},
 		{"shutdown-grace", c.ShutdownGrace <= 0, "> 0"},
 	} {
 		if p.bad {

@@ -63,6 +63,8 @@ func TestLoadServeRejects(t *testing.T) {
 		{"queue", []string{"--ws-queue-bytes", "100"}, nil, "--ws-queue-bytes must be at least 4096"},
 		{"votes", []string{"--qa-votes-per-minute", "0"}, nil, "--qa-votes-per-minute must be at least 1"},
 		{"vote interval", []string{"--qa-vote-interval", "0s"}, nil, "--qa-vote-interval must be > 0"},
+		{"vote queue", []string{"--qa-vote-queue", "0"}, nil, "--qa-vote-queue must be at least 1"},
+		{"vote wait", []string{"--qa-vote-wait", "0s"}, nil, "--qa-vote-wait must be > 0"},
 		{"grace", []string{"--shutdown-grace", "0s"}, nil, "--shutdown-grace must be > 0"},
 	}
 	for _, tc := range tests {
