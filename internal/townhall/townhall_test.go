@@ -50,7 +50,7 @@ func (n *node) counts(t *testing.T) (batches, asked int) {
 	}
 }
 
-func newNode(t *testing.T) *node {
+func newNode(t testing.TB) *node {
 	t.Helper()
 	emb, err := natslog.StartEmbedded(natslog.EmbeddedOptions{StoreDir: t.TempDir()})
 	if err != nil {
@@ -97,7 +97,7 @@ func newNode(t *testing.T) *node {
 var bg = context.Background()
 
 // session creates an event with one session whose Q&A is open and unmoderated.
-func (n *node) session(t *testing.T) string {
+func (n *node) session(t testing.TB) string {
 	t.Helper()
 	req := schedule.Request{Actor: "organizer:test"}
 	ev := cabildo.Event{ID: "th", Name: cabildo.Text{EN: "Town hall"}, TimeZone: "America/Costa_Rica",
@@ -122,7 +122,7 @@ func (n *node) session(t *testing.T) string {
 	return ref
 }
 
-func (n *node) ask(t *testing.T, ref, who, text string) int64 {
+func (n *node) ask(t testing.TB, ref, who, text string) int64 {
 	t.Helper()
 	res, err := n.svc.Ask(bg, schedule.Request{Actor: "attendee:" + who}, "th", ref, Ask{Text: text})
 	if err != nil {
