@@ -72,8 +72,8 @@ func (s *Server) townHallRoutes(v1 fiber.Router) {
 	v1.Post(sess+"/questions", attendee, s.askQuestion)
 	v1.Get(sess+"/questions/mine", attendee, s.myQuestions)
 	v1.Get(sess+"/questions/export", s.requireRole(token.Organizer), s.exportQuestions)
-	v1.Put(sess+"/questions/:question/vote", attendee, s.vote(true))
-	v1.Delete(sess+"/questions/:question/vote", attendee, s.vote(false))
+	v1.Put(sess+"/questions/:question/vote", s.voteGate, attendee, s.vote(true))
+	v1.Delete(sess+"/questions/:question/vote", s.voteGate, attendee, s.vote(false))
 	v1.Post(sess+"/questions/:question/actions", moderator, s.moderate)
 	v1.Get(sess+"/moderation", moderator, s.moderationView)
 	v1.Post(sess+"/moderation/undo", moderator, s.undo)
@@ -278,6 +278,16 @@ func (s *Server) myQuestions(c *fiber.Ctx) error {
 	}
 	c.Set(fiber.HeaderCacheControl, "private, no-store")
 	return writeJSON(c, fiber.StatusOK, fiber.MIMEApplicationJSON, body)
+}
+
+// voteGate sheds a vote at once, before its token is checked, while this node is
+// shedding votes: past capacity, each vote turned away must cost as little as possible, so
+// that questions and moderation keep the CPU they need.
+func (s *Server) voteGate(c *fiber.Ctx) error {
+	if err := s.opts.TownHall.Service.VotesOverloaded(); err != nil {
+		return err
+	}
+	return c.Next()
 }
 
 func (s *Server) vote(up bool) fiber.Handler {

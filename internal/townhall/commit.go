@@ -181,6 +181,25 @@ func (c *committer[T]) run() {
 	}
 }
 
+// overloadedNow reports whether a write submitted now would be shed: the queue is full,
+// or its oldest write has waited past the budget.
+func (c *committer[T]) overloadedNow() bool {
+	if c.maxQueue <= 0 && c.maxWait <= 0 {
+		return false
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.maxQueue > 0 && c.queued >= c.maxQueue {
+		return true
+	}
+	if c.maxWait > 0 && len(c.order) > 0 {
+		if w := c.pending[c.order[0]]; len(w) > 0 && time.Since(w[0].at) > c.maxWait {
+			return true
+		}
+	}
+	return false
+}
+
 // shedLate answers the writes of a batch that waited longer than maxWait for their
 // entry (they are refused, never appended) and returns the rest. Writes queue in arrival
 // order, so the late ones are the batch's first.

@@ -136,3 +136,39 @@ func TestVotesThatWaitTooLongAreShed(t *testing.T) {
 		t.Fatalf("stats %+v, want 5 shed and 6 stored", st)
 	}
 }
+
+// While the vote queue is full, VotesOverloaded says so (the HTTP layer's early check),
+// and stops once it drains.
+func TestVotesOverloadedWhileTheQueueIsFull(t *testing.T) {
+	n := newNode(t)
+	ref := n.session(t)
+	q := n.ask(t, ref, "asker", "¿Cuándo habrá datos abiertos de contratación?")
+	g := &gatedLog{Log: n.log, gate: make(chan struct{}), held: make(chan struct{})}
+	svc := New(n.sched, g, n.store, Options{VoteQueue: 2, VoteWait: -1})
+	t.Cleanup(svc.Close)
+	if err := svc.VotesOverloaded(); err != nil {
+		t.Fatalf("an idle node is overloaded: %v", err)
+	}
+	var o shedOutcome
+	var wg sync.WaitGroup
+	wg.Go(func() { o.vote(t, svc, ref, q, "first") })
+	<-g.held
+	for i := range 2 {
+		wg.Go(func() { o.vote(t, svc, ref, q, fmt.Sprint("voter-", i)) })
+	}
+	for deadline := time.Now().Add(5 * time.Second); svc.VotesOverloaded() == nil; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("a full vote queue is not overloaded")
+		}
+	}
+	err := svc.VotesOverloaded()
+	if ce, _ := err.(*cabildo.Error); ce == nil || ce.Code != cabildo.CodeUnavailable || ce.RetryAfter <= 0 {
+		t.Fatalf("overloaded: %v, want unavailable with a Retry-After", err)
+	}
+	close(g.gate)
+	wg.Wait()
+	if err := svc.VotesOverloaded(); err != nil {
+		t.Fatalf("drained, still overloaded: %v", err)
+	}
+	o.check(t, n, ref, q)
+}

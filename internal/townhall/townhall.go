@@ -95,6 +95,17 @@ func (s *Service) screenAsked(event string, asked []cabildo.Asked, after uint64)
 	}
 }
 
+// VotesOverloaded returns the error a vote gets when this node is shedding votes now (its
+// vote queue is full, or the oldest waiting vote is past the wait budget), nil otherwise.
+// The HTTP layer asks before anything else, so a shed vote costs next to nothing.
+func (s *Service) VotesOverloaded() error {
+	if s.votes.overloadedNow() {
+		s.votes.shed.Add(1)
+		return s.votes.overloaded()
+	}
+	return nil
+}
+
 // Stats counts this node's group commits of votes and of questions.
 func (s *Service) Stats() (votes, questions CommitStats) { return s.votes.stats(), s.asks.stats() }
 
