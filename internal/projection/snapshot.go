@@ -1,9 +1,11 @@
 package projection
 
 import (
-	"encoding/json"
+	"container/heap"
 	"fmt"
 	"time"
+
+	"github.com/go-json-experiment/json"
 
 	"github.com/cabildo/cabildo/internal/cabildo"
 )
@@ -55,7 +57,7 @@ func (s *Store) Snapshot() (seq uint64, data []byte, err error) {
 			TrackMeta: e.Tracks, SpeakerMeta: e.Speakers, ByID: e.ByID, Changes: e.Changes, Horizon: e.Horizon, EventVer: e.EventVersion, Created: e.Created,
 			Ann: e.Announcements, AnnVersion: e.AnnouncementsVersion, QA: e.QA}
 	}
-	data, err = json.Marshal(st)
+	data, err = json.Marshal(st, recordOptions)
 	if err != nil {
 		return 0, nil, fmt.Errorf("projection: snapshot: %w", err)
 	}
@@ -66,7 +68,7 @@ func (s *Store) Snapshot() (seq uint64, data []byte, err error) {
 // store that has applied anything.
 func (s *Store) Restore(data []byte) (uint64, error) {
 	var st snapshotState
-	if err := json.Unmarshal(data, &st); err != nil {
+	if err := json.Unmarshal(data, &st, recordOptions); err != nil {
 		return 0, fmt.Errorf("projection: restore: %w", err)
 	}
 	if st.Version != snapshotFormat {
@@ -98,6 +100,11 @@ func (s *Store) Restore(data []byte) (uint64, error) {
 	}
 	fill(s.subjects, st.Subjects)
 	fill(s.idem, st.Idem)
+	s.idemAges = s.idemAges[:0]
+	for k, r := range s.idem {
+		s.idemAges = append(s.idemAges, idemAge{at: r.At, seq: r.Seq, key: k})
+	}
+	heap.Init(&s.idemAges)
 	s.seq = st.Seq
 	close(s.advanced)
 	s.advanced = make(chan struct{})
