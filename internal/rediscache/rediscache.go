@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"net/url"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -63,26 +64,38 @@ type Cache struct {
 }
 
 // Snapshots are hashes with these fields. seq is a zero-padded decimal of fixed width so the
-// script can compare it exactly: Lua numbers are doubles and lose uint64 precision.
+// script can compare it exactly: Lua numbers are doubles and lose uint64 precision. A
+// snapshot bigger than snapshotChunk keeps its bytes in a hash of its own (parts), one
+// field per chunk, so that moving it is many operations each within OpTimeout rather than
+// one that could never be: the snapshot of a long log is hundreds of megabytes.
 const (
-	fieldSeq  = "seq"
-	fieldLog  = "log"
-	fieldData = "data"
-	seqWidth  = 20 // digits in the largest uint64
+	fieldSeq    = "seq"
+	fieldLog    = "log"
+	fieldData   = "data"
+	fieldChunks = "chunks" // number of chunks in parts; absent or 0: the bytes are in data
+	fieldParts  = "parts"  // key of the hash holding the chunks
+	fieldSize   = "size"   // total bytes of the chunks
+	seqWidth    = 20       // digits in the largest uint64
+
+	snapshotChunk = 1 << 20
+	// partsTTL bounds how long the chunks of a snapshot whose store never finished (the
+	// node died uploading it) stay in Redis; a stored snapshot's parts do not expire.
+	partsTTL = 10 * time.Minute
 )
 
-// storeSnapshot replaces the snapshot at KEYS[1] with ARGV (seq, log, data) unless the stored
-// one is from the same log and at least as recent; it returns 1 when it stored. It runs as
-// one script so nodes racing to store cannot interleave the check and the write. Anything
-// that is not a well-formed snapshot is overwritten: it is a cache, and a broken entry must
-// heal rather than block every later store.
+// storeSnapshot replaces the snapshot at KEYS[1] with ARGV (seq, log, data, chunks, parts,
+// size) unless the stored one is from the same log and at least as recent; it returns 1
+// when it stored. It runs as one script so nodes racing to store cannot interleave the check
+// and the write. Anything that is not a well-formed snapshot is overwritten: it is a cache,
+// and a broken entry must heal rather than block every later store. The chunks of the
+// snapshot replaced are dropped; those of a snapshot refused too.
 var storeSnapshot = redis.NewScript(`
 local t = redis.call('TYPE', KEYS[1]).ok
 if t ~= 'none' and t ~= 'hash' then
   redis.call('DEL', KEYS[1])
 end
-local cur = redis.call('HMGET', KEYS[1], 'seq', 'log')
-local seq, log = cur[1], cur[2]
+local cur = redis.call('HMGET', KEYS[1], 'seq', 'log', 'parts')
+local seq, log, parts = cur[1], cur[2], cur[3]
 if seq and log and log == ARGV[2] and #seq == #ARGV[1] then
   -- Byte-wise on purpose: Lua's < on strings follows the server's collation locale.
   local newer = false
@@ -94,11 +107,22 @@ if seq and log and log == ARGV[2] and #seq == #ARGV[1] then
     end
   end
   if not newer then
+    if ARGV[5] ~= '' then
+      redis.call('UNLINK', ARGV[5])
+    end
     return 0
   end
 end
+if parts and parts ~= ARGV[5] then
+  redis.call('UNLINK', parts)
+end
 redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], 'seq', ARGV[1], 'log', ARGV[2], 'data', ARGV[3])
+if ARGV[5] == '' then
+  redis.call('HSET', KEYS[1], 'seq', ARGV[1], 'log', ARGV[2], 'data', ARGV[3])
+else
+  redis.call('PERSIST', ARGV[5])
+  redis.call('HSET', KEYS[1], 'seq', ARGV[1], 'log', ARGV[2], 'data', '', 'chunks', ARGV[4], 'parts', ARGV[5], 'size', ARGV[6])
+end
 return 1
 `)
 
@@ -171,11 +195,13 @@ func (c *Cache) Ping(ctx context.Context) error {
 	return nil
 }
 
-// LoadSnapshot returns the snapshot stored under key, if any.
+// LoadSnapshot returns the snapshot stored under key, if any. A big snapshot comes a chunk
+// per operation; if another node replaces it meanwhile, the load fails and the caller
+// rebuilds from the log.
 func (c *Cache) LoadSnapshot(ctx context.Context, key string) (cabildo.Snapshot, bool, error) {
 	var vals []any
 	err := c.do(ctx, func(ctx context.Context) (err error) {
-		vals, err = c.rdb.HMGet(ctx, c.snapshotKey(key), fieldSeq, fieldLog, fieldData).Result()
+		vals, err = c.rdb.HMGet(ctx, c.snapshotKey(key), fieldSeq, fieldLog, fieldData, fieldChunks, fieldParts, fieldSize).Result()
 		return err
 	})
 	if err != nil {
@@ -194,24 +220,96 @@ func (c *Cache) LoadSnapshot(ctx context.Context, key string) (cabildo.Snapshot,
 	if err != nil {
 		return cabildo.Snapshot{}, false, fmt.Errorf("rediscache: load snapshot %q: malformed seq: %w", key, err)
 	}
-	return cabildo.Snapshot{Seq: seq, Log: log, Data: []byte(data)}, true, nil
+	snap := cabildo.Snapshot{Seq: seq, Log: log, Data: []byte(data)}
+	if vals[3] == nil {
+		return snap, true, nil
+	}
+	chunks, err1 := strconv.Atoi(fmt.Sprint(vals[3]))
+	size, err2 := strconv.Atoi(fmt.Sprint(vals[5]))
+	parts, ok := vals[4].(string)
+	if err1 != nil || err2 != nil || !ok || chunks < 0 || size < 0 || data != "" {
+		return cabildo.Snapshot{}, false, fmt.Errorf("rediscache: load snapshot %q: malformed entry", key)
+	}
+	snap.Data = make([]byte, 0, size)
+	for i := range chunks {
+		var b []byte
+		err := c.do(ctx, func(ctx context.Context) (err error) {
+			b, err = c.rdb.HGet(ctx, parts, strconv.Itoa(i)).Bytes()
+			return err
+		})
+		if errors.Is(err, redis.Nil) {
+			return cabildo.Snapshot{}, false, fmt.Errorf("rediscache: load snapshot %q: chunk %d of %d is gone: replaced meanwhile", key, i, chunks)
+		}
+		if err != nil {
+			return cabildo.Snapshot{}, false, fmt.Errorf("rediscache: load snapshot %q: chunk %d: %w", key, i, err)
+		}
+		snap.Data = append(snap.Data, b...)
+	}
+	if len(snap.Data) != size {
+		return cabildo.Snapshot{}, false, fmt.Errorf("rediscache: load snapshot %q: %d bytes, want %d", key, len(snap.Data), size)
+	}
+	return snap, true, nil
 }
 
 // StoreSnapshot stores s under key unless the stored snapshot is from the same log and at
 // least as recent, atomically across nodes; it reports whether it stored. A snapshot from
 // another log always replaces the stored one: the log was recreated and the old snapshot
-// describes a history that no longer exists.
+// describes a history that no longer exists. A big snapshot is uploaded a chunk per
+// operation first, then put in place by the same one script as a small one.
 func (c *Cache) StoreSnapshot(ctx context.Context, key string, s cabildo.Snapshot) (bool, error) {
 	seq := fmt.Sprintf("%0*d", seqWidth, s.Seq)
+	data, chunks, parts := s.Data, 0, ""
+	if len(s.Data) > snapshotChunk {
+		// Not worth uploading when the stored one is at least as recent.
+		var cur []any
+		err := c.do(ctx, func(ctx context.Context) (err error) {
+			cur, err = c.rdb.HMGet(ctx, c.snapshotKey(key), fieldSeq, fieldLog).Result()
+			return err
+		})
+		if err != nil && !isWrongType(err) {
+			return false, fmt.Errorf("rediscache: store snapshot %q: %w", key, err)
+		}
+		if err == nil && cur[0] == seq && cur[1] == s.Log {
+			return false, nil
+		}
+		if err == nil {
+			if cs, ok := cur[0].(string); ok && cur[1] == s.Log && len(cs) == len(seq) && cs > seq {
+				return false, nil
+			}
+		}
+		parts = fmt.Sprintf("%s:parts:%s:%d", c.snapshotKey(key), seq, time.Now().UnixNano())
+		for off := 0; off < len(s.Data); off += snapshotChunk {
+			chunk := s.Data[off:min(off+snapshotChunk, len(s.Data))]
+			err := c.do(ctx, func(ctx context.Context) error {
+				p := c.rdb.TxPipeline()
+				p.HSet(ctx, parts, strconv.Itoa(chunks), chunk)
+				p.PExpire(ctx, parts, partsTTL)
+				_, err := p.Exec(ctx)
+				return err
+			})
+			if err != nil {
+				return false, fmt.Errorf("rediscache: store snapshot %q: chunk %d: %w", key, chunks, err)
+			}
+			chunks++
+		}
+		data = nil
+	}
 	var n int
 	err := c.do(ctx, func(ctx context.Context) (err error) {
-		n, err = storeSnapshot.Run(ctx, c.rdb, []string{c.snapshotKey(key)}, seq, s.Log, s.Data).Int()
+		n, err = storeSnapshot.Run(ctx, c.rdb, []string{c.snapshotKey(key)}, seq, s.Log, data, chunks, parts, len(s.Data)).Int()
 		return err
 	})
 	if err != nil {
 		return false, fmt.Errorf("rediscache: store snapshot %q: %w", key, err)
 	}
 	return n == 1, nil
+}
+
+// isWrongType reports Redis refusing a command for the key's type: a malformed entry that
+// the store script will overwrite.
+func isWrongType(err error) bool {
+	var reply redis.Error
+	return errors.As(err, &reply) && strings.HasPrefix(err.Error(), "WRONGTYPE")
 }
 
 // GetRendered returns the rendered response stored under key, if it has not expired.

@@ -1,0 +1,105 @@
+package rediscache
+
+import (
+	"bytes"
+	"math/rand/v2"
+	"strings"
+	"testing"
+
+	"github.com/cabildo/cabildo/internal/cabildo"
+	"github.com/cabildo/cabildo/internal/redistest"
+)
+
+// TestBigSnapshot moves a snapshot many times OpTimeout's worth of bytes (the snapshot of a
+// long log is hundreds of megabytes) with the default 50 ms bound on every operation: it is
+// stored and loaded whole, a newer one replaces it and takes the old chunks with it, an
+// older one is refused without leaving chunks behind, and a load that finds its chunks gone
+// fails rather than returning part of a snapshot.
+func TestBigSnapshot(t *testing.T) {
+	srv := redistest.Start(t)
+	rdb := rawClient(t, srv)
+	c := newCache(t, Options{URL: srv.URL()})
+	ctx := t.Context()
+	rng := rand.New(rand.NewPCG(1, 2))
+	big := func(n int) []byte {
+		b := make([]byte, n)
+		for i := range b {
+			b[i] = byte(rng.Uint32())
+		}
+		return b
+	}
+	parts := func() []string {
+		keys, err := rdb.Keys(ctx, DefaultPrefix+"snapshot:projection:parts:*").Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return keys
+	}
+	load := func() cabildo.Snapshot {
+		t.Helper()
+		got, ok, err := c.LoadSnapshot(ctx, "projection")
+		if err != nil || !ok {
+			t.Fatalf("LoadSnapshot = found %t, %v", ok, err)
+		}
+		return got
+	}
+
+	first := cabildo.Snapshot{Seq: 1000, Log: "log-a", Data: big(24<<20 + 12345)}
+	if stored, err := c.StoreSnapshot(ctx, "projection", first); err != nil || !stored {
+		t.Fatalf("StoreSnapshot of %d bytes = %t, %v", len(first.Data), stored, err)
+	}
+	if got := load(); got.Seq != first.Seq || got.Log != first.Log || !bytes.Equal(got.Data, first.Data) {
+		t.Fatalf("loaded seq %d log %q %d bytes (equal %t); want seq %d, %d bytes", got.Seq, got.Log, len(got.Data),
+			bytes.Equal(got.Data, first.Data), first.Seq, len(first.Data))
+	}
+	old := parts()
+	if len(old) != 1 {
+		t.Fatalf("chunk keys after one store: %v", old)
+	}
+	if ttl := rdb.PTTL(ctx, old[0]).Val(); ttl >= 0 {
+		t.Errorf("a stored snapshot's chunks expire in %s", ttl)
+	}
+
+	// Older: refused, nothing left behind.
+	if stored, err := c.StoreSnapshot(ctx, "projection", cabildo.Snapshot{Seq: 999, Log: "log-a", Data: big(3 << 20)}); err != nil || stored {
+		t.Errorf("StoreSnapshot of an older snapshot = %t, %v; want false", stored, err)
+	}
+	if got := parts(); len(got) != 1 || got[0] != old[0] {
+		t.Errorf("chunk keys after a refused store: %v, want %v", got, old)
+	}
+
+	// Newer: replaces it, the old chunks go; a small one after it drops the chunks too.
+	second := cabildo.Snapshot{Seq: 2000, Log: "log-a", Data: big(2<<20 + 1)}
+	if stored, err := c.StoreSnapshot(ctx, "projection", second); err != nil || !stored {
+		t.Fatalf("StoreSnapshot of a newer snapshot = %t, %v", stored, err)
+	}
+	if got := load(); got.Seq != second.Seq || !bytes.Equal(got.Data, second.Data) {
+		t.Errorf("loaded seq %d, %d bytes; want seq %d, %d bytes", got.Seq, len(got.Data), second.Seq, len(second.Data))
+	}
+	now := parts()
+	if len(now) != 1 || now[0] == old[0] {
+		t.Errorf("chunk keys after replacing: %v (before %v)", now, old)
+	}
+
+	// Chunks gone under a load (another node replaced it meanwhile, an eviction): an error.
+	if err := rdb.HDel(ctx, now[0], "1").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := c.LoadSnapshot(ctx, "projection"); err == nil || !strings.Contains(err.Error(), "gone") {
+		t.Errorf("LoadSnapshot with a chunk missing = %v; want an error", err)
+	}
+
+	small := cabildo.Snapshot{Seq: 3000, Log: "log-a", Data: []byte("small")}
+	if stored, err := c.StoreSnapshot(ctx, "projection", small); err != nil || !stored {
+		t.Fatalf("StoreSnapshot of a small snapshot = %t, %v", stored, err)
+	}
+	if got := load(); got.Seq != small.Seq || string(got.Data) != "small" {
+		t.Errorf("loaded %+v, want %+v", got, small)
+	}
+	if got := parts(); len(got) != 0 {
+		t.Errorf("chunk keys after a small snapshot replaced a big one: %v", got)
+	}
+	if !c.Up() {
+		t.Error("the breaker opened while moving big snapshots")
+	}
+}
