@@ -145,13 +145,20 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 
 	var wg sync.WaitGroup
 	consumeCtx, stopConsume := context.WithCancel(context.Background())
-	defer stopConsume()
+	// Entries are decoded on the consuming goroutine and applied on the feeder's, so that a
+	// replay of a long log keeps two cores busy.
+	feed := store.Feeder(1024)
+	defer func() {
+		stopConsume()
+		wg.Wait()
+		feed.Close()
+	}()
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
 		for consumeCtx.Err() == nil {
 			err := lg.Consume(consumeCtx, store.Seq(), func(e natslog.Entry) error {
-				store.Apply(e.Seq, e.Subject, e.Time, e.Data)
+				feed.Add(e.Seq, e.Subject, e.Time, e.Data)
 				return nil
 			})
 			if consumeCtx.Err() == nil {
@@ -163,9 +170,18 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 			}
 		}
 	}()
-	catchCtx, cancelCatch := context.WithTimeout(ctx, 2*time.Minute)
-	err = store.WaitFor(catchCtx, info.LastSeq)
-	cancelCatch()
+	// A long log takes as long as its replay takes (about 100,000 entries a second); only a
+	// projection that stops advancing for half a minute means something is wrong.
+	for {
+		before := store.Seq()
+		catchCtx, cancelCatch := context.WithTimeout(ctx, 30*time.Second)
+		err = store.WaitFor(catchCtx, info.LastSeq)
+		cancelCatch()
+		if err == nil || ctx.Err() != nil || store.Seq() == before {
+			break
+		}
+		log.Info("catching up with the log", "seq", store.Seq(), "log_last_seq", info.LastSeq)
+	}
 	if err != nil {
 		return fmt.Errorf("projection did not catch up with the log: %w", err)
 	}
@@ -263,6 +279,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	th.Close()
 	stopConsume()
 	wg.Wait()
+	feed.Close()
 	writeSnapshot(shCtx, log, cc, store, info.Identity)
 	if err := nc.Drain(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
 		log.Warn("NATS drain", "err", err)

@@ -2,6 +2,7 @@ package projection_test
 
 import (
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -102,4 +103,41 @@ func TestIdempotencyPruning(t *testing.T) {
 			compareStores(t, b, full)
 		})
 	}
+}
+
+// TestFeederEqualsApply: entries decoded on one goroutine and applied on the feeder's end in
+// the same state as entries applied one by one, announced in the same order, including a
+// replay that overlaps what was already applied (a consumer restarting).
+func TestFeederEqualsApply(t *testing.T) {
+	g := newGen(t, 77)
+	g.run(400)
+	es := g.log.entries
+	var direct, fed []uint64
+	want := projection.New(projection.Options{MaxChanges: 60, OnApply: func(a projection.Applied) { direct = append(direct, a.Seq) }})
+	applyAll(want, es)
+	got := projection.New(projection.Options{MaxChanges: 60, OnApply: func(a projection.Applied) { fed = append(fed, a.Seq) }})
+	f := got.Feeder(16)
+	half := len(es) / 2
+	for _, e := range es[:half] {
+		f.Add(e.seq, e.subject, e.at, e.data)
+	}
+	for _, e := range es[half-20:] {
+		f.Add(e.seq, e.subject, e.at, e.data)
+	}
+	f.Close()
+	f.Close() // a second Close is harmless
+	compareStores(t, got, want)
+	if !slices.Equal(fed, direct) {
+		t.Errorf("OnApply through the feeder: %d calls, directly %d; first difference at %d",
+			len(fed), len(direct), firstDiff(fed, direct))
+	}
+}
+
+func firstDiff(a, b []uint64) int {
+	for i := range min(len(a), len(b)) {
+		if a[i] != b[i] {
+			return i
+		}
+	}
+	return min(len(a), len(b))
 }

@@ -265,7 +265,28 @@ func (s *Store) Idempotent(event, key string) (Idempotent, bool) {
 // cannot be decoded or does not apply is logged and skipped: the log is the truth, and
 // one bad entry must not stop a node.
 func (s *Store) Apply(seq uint64, subject string, at time.Time, data []byte) {
+	s.ApplyEntry(Decode(seq, subject, at, data))
+}
+
+// Entry is a log entry decoded ahead of being applied.
+type Entry struct {
+	Seq     uint64
+	Subject string
+	At      time.Time
+	rec     cabildo.Record
+	err     error
+}
+
+// Decode decodes a log entry for ApplyEntry. It reads no state of any store, so it may run
+// on another goroutine than the one applying: decoding is most of a replay's work.
+func Decode(seq uint64, subject string, at time.Time, data []byte) Entry {
 	rec, err := decodeRecord(data)
+	return Entry{Seq: seq, Subject: subject, At: at, rec: rec, err: err}
+}
+
+// ApplyEntry applies a decoded log entry, exactly as Apply applies it undecoded.
+func (s *Store) ApplyEntry(e Entry) {
+	seq, subject, at, rec, err := e.Seq, e.Subject, e.At, e.rec, e.err
 	s.mu.Lock()
 	if seq <= s.seq {
 		s.mu.Unlock()
@@ -300,6 +321,40 @@ func (s *Store) Apply(seq uint64, subject string, at time.Time, data []byte) {
 	if s.opts.OnApply != nil {
 		s.opts.OnApply(Applied{Seq: seq, Prev: prev, Event: rec.Event, Record: rec, Changes: changes})
 	}
+}
+
+// Feeder applies log entries on a goroutine of its own while its caller decodes the next
+// ones, so that replaying a long log keeps two cores busy rather than one. Entries are
+// applied in the order they are added; OnApply runs on the feeder's goroutine. A node
+// consumes the log through one.
+type Feeder struct {
+	ch    chan Entry
+	done  chan struct{}
+	close sync.Once
+}
+
+// Feeder starts a feeder that holds up to buffer decoded entries waiting to be applied.
+func (s *Store) Feeder(buffer int) *Feeder {
+	f := &Feeder{ch: make(chan Entry, buffer), done: make(chan struct{})}
+	go func() {
+		defer close(f.done)
+		for e := range f.ch {
+			s.ApplyEntry(e)
+		}
+	}()
+	return f
+}
+
+// Add decodes an entry on the caller's goroutine and queues it to be applied. It must not
+// be called after Close.
+func (f *Feeder) Add(seq uint64, subject string, at time.Time, data []byte) {
+	f.ch <- Decode(seq, subject, at, data)
+}
+
+// Close applies every entry added and stops the feeder. Calling it again does nothing.
+func (f *Feeder) Close() {
+	f.close.Do(func() { close(f.ch) })
+	<-f.done
 }
 
 func (s *Store) apply(seq uint64, subject string, at time.Time, rec cabildo.Record) ([]cabildo.Change, error) {
