@@ -1,10 +1,13 @@
 package httpapi
 
 import (
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"log/slog"
+	"net"
 	"net/url"
+	"os"
 	"runtime/debug"
 	"slices"
 	"strings"
@@ -201,6 +204,7 @@ type socket struct {
 	overSubs int           // subscribes refused for the subscription limit
 	aborted  atomic.Bool   // the hub gave up on this peer: stop writing
 	torn     bool          // a write failed midway: the peer may hold part of a frame
+	deadline time.Time     // the write deadline Write last set on the socket
 	gone     chan struct{} // closed once the hub has closed the connection
 
 	mu         sync.Mutex                  // guards the token-bound subscriptions
@@ -258,19 +262,92 @@ const closeDeadline = time.Second
 
 var errAborted = errors.New("websocket: write aborted")
 
-// Write implements realtime.Conn.
+// Write implements realtime.Conn. The frames go out as whole websocket text frames,
+// framed here rather than by the library's per-message writer, in as few writes to the
+// socket as fit wireBatch bytes: one for a broadcast, one for a snapshot and the frames
+// behind it. The library still writes the control frames (pings, pongs, the close); each
+// of its frames, like each batch of ours, is a single write to the socket, and the runtime
+// holds the socket's write lock for each, so neither can cut into the other.
 func (sk *socket) Write(frames []realtime.Frame) error {
-	_ = sk.conn.SetWriteDeadline(time.Now().Add(sk.rt.WriteDeadline))
-	for _, f := range frames {
+	nc := sk.conn.NetConn()
+	if err := sk.armDeadline(nc, false); err != nil {
+		return err
+	}
+	bp := wireBufs.Get().(*[]byte)
+	b := (*bp)[:0]
+	defer func() {
+		if cap(b) <= 4*wireBatch {
+			*bp = b[:0]
+			wireBufs.Put(bp)
+		}
+	}()
+	for i, f := range frames {
+		b = appendTextFrame(b, f)
+		if len(b) < wireBatch && i < len(frames)-1 {
+			continue
+		}
 		if sk.aborted.Load() {
 			return errAborted
 		}
-		if err := sk.conn.WriteMessage(websocket.TextMessage, f); err != nil {
+		if err := sk.writeWire(nc, b); err != nil {
 			sk.torn = true
 			return err
 		}
+		b = b[:0]
 	}
 	return nil
+}
+
+// armDeadline bounds Write's writes by WriteDeadline. Setting a socket's deadline costs a
+// timer update in the runtime, so it is renewed only once half of it has passed: a write
+// may block between half the deadline and all of it, never longer.
+func (sk *socket) armDeadline(nc net.Conn, force bool) error {
+	now := time.Now()
+	if !force && now.Add(sk.rt.WriteDeadline/2).Before(sk.deadline) {
+		return nil
+	}
+	sk.deadline = now.Add(sk.rt.WriteDeadline)
+	return nc.SetWriteDeadline(sk.deadline)
+}
+
+// writeWire writes b. The library's control frames set the socket's deadline too (a pong
+// answering the peer's ping, for a second): a write refused at once for a deadline that
+// is not Write's own is made again under Write's, unless the hub has aborted the peer.
+func (sk *socket) writeWire(nc net.Conn, b []byte) error {
+	n, err := nc.Write(b)
+	if err != nil && n == 0 && errors.Is(err, os.ErrDeadlineExceeded) && !sk.aborted.Load() && time.Now().Before(sk.deadline) {
+		if err := sk.armDeadline(nc, true); err != nil {
+			return err
+		}
+		if sk.aborted.Load() { // Abort's deadline may have just been replaced by ours
+			return errAborted
+		}
+		_, err = nc.Write(b)
+	}
+	return err
+}
+
+// wireBatch is the most bytes of frames one write to a socket carries (one frame may be
+// bigger: a snapshot's, up to protocol.MaxServerFrameBytes).
+const wireBatch = 32 << 10
+
+// wireBufs are the writers' buffers for Write.
+var wireBufs = sync.Pool{New: func() any { b := make([]byte, 0, 4<<10); return &b }}
+
+// appendTextFrame appends f as one unmasked, unfragmented websocket text frame (RFC 6455,
+// 5.2), as a server sends it.
+func appendTextFrame(b, f []byte) []byte {
+	const finText = 0x80 | websocket.TextMessage
+	switch n := len(f); {
+	case n < 126:
+		b = append(b, finText, byte(n))
+	case n <= 0xffff:
+		b = append(b, finText, 126, byte(n>>8), byte(n))
+	default:
+		b = append(b, finText, 127)
+		b = binary.BigEndian.AppendUint64(b, uint64(n))
+	}
+	return append(b, f...)
 }
 
 // Ping implements realtime.Conn.
