@@ -1,17 +1,22 @@
 package httpapi
 
 import (
+	"bufio"
 	"bytes"
+	"io"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/andybalholm/brotli"
 	"github.com/gofiber/fiber/v2"
 	"github.com/klauspost/compress/gzip"
+	"github.com/valyala/fasthttp"
 
 	"github.com/cabildo/cabildo/internal/cabildo"
 	"github.com/cabildo/cabildo/internal/projection"
@@ -341,11 +346,18 @@ func qvalue(params []byte) float64 {
 // sendRendition answers a public read from r: 304 when the client's copy is current (in
 // any coding: they are the same version), else the body in the negotiated coding.
 func (s *Server) sendRendition(c *fiber.Ctx, r *rendition) error {
-	e := negotiate(c.Request().Header.Peek(fiber.HeaderAcceptEncoding))
+	s.writeRendition(c.Context(), r)
+	return nil
+}
+
+// writeRendition is sendRendition on fasthttp's request; it returns the status.
+func (s *Server) writeRendition(ctx *fasthttp.RequestCtx, r *rendition) int {
+	req, resp := &ctx.Request.Header, &ctx.Response
+	e := negotiate(req.Peek(fiber.HeaderAcceptEncoding))
 	if len(r.body) < minCompressed {
 		e = identity
 	}
-	h := &c.Response().Header
+	h := &resp.Header
 	h.SetContentType(fiber.MIMEApplicationJSON)
 	if r.lastMod != "" {
 		h.Set(fiber.HeaderLastModified, r.lastMod)
@@ -353,28 +365,101 @@ func (s *Server) sendRendition(c *fiber.Ctx, r *rendition) error {
 	h.Set(fiber.HeaderCacheControl, cacheControlPublic)
 	h.Set(fiber.HeaderVary, varyPublic)
 	h.Set(fiber.HeaderContentLanguage, r.lang)
-	if tag, ok := r.matches(c, e); ok {
+	if tag, ok := r.matches(req, e); ok {
 		h.Set(fiber.HeaderETag, tag)
-		c.Status(fiber.StatusNotModified)
-		c.Response().ResetBody()
-		return nil
+		resp.SetStatusCode(fiber.StatusNotModified)
+		resp.ResetBody()
+		return fiber.StatusNotModified
 	}
 	body, e := s.reads.encoded(r, e)
 	h.Set(fiber.HeaderETag, r.etag[e])
 	if e != identity {
 		h.Set(fiber.HeaderContentEncoding, encodingName[e])
 	}
-	c.Status(fiber.StatusOK)
-	// The bytes are immutable: the response points at them instead of copying.
-	c.Response().SetBodyRaw(body)
+	resp.SetStatusCode(fiber.StatusOK)
+	// The bytes are immutable: the response points at them instead of copying, and a large
+	// body goes to the connection in one system call with the header.
+	if len(body) > directWrite {
+		resp.SetBodyStream(newDirectBody(ctx.Conn(), body), len(body))
+	} else {
+		resp.SetBodyRaw(body)
+	}
+	return fiber.StatusOK
+}
+
+// directWrite is the body size above which a response is written straight to the
+// connection: fasthttp would otherwise copy its first 4 KiB into its buffer and write the
+// response in two system calls.
+const directWrite = 2 << 10
+
+// directBody is a response body fasthttp writes through its WriteTo: the header fasthttp
+// buffered and the body leave in one writev, with no copy of the body.
+type directBody struct {
+	conn net.Conn
+	body []byte
+	off  int // for Read, should fasthttp ever read instead
+}
+
+var directBodies = sync.Pool{New: func() any { return new(directBody) }}
+
+func newDirectBody(conn net.Conn, body []byte) *directBody {
+	d := directBodies.Get().(*directBody)
+	d.conn, d.body, d.off = conn, body, 0
+	return d
+}
+
+func (d *directBody) Read(p []byte) (int, error) {
+	if d.off >= len(d.body) {
+		return 0, io.EOF
+	}
+	n := copy(p, d.body[d.off:])
+	d.off += n
+	return n, nil
+}
+
+// WriteTo is called by fasthttp with its buffered writer over the connection, holding the
+// response header.
+func (d *directBody) WriteTo(w io.Writer) (int64, error) {
+	bw, ok := w.(*bufio.Writer)
+	if !ok || d.conn == nil || d.off != 0 {
+		n, err := w.Write(d.body[d.off:])
+		d.off += n
+		return int64(n), err
+	}
+	// bufio.Writer's AvailableBuffer is its buffer right after the bytes it holds: the
+	// header is the Buffered() bytes before it. Sent together with the body, they leave
+	// bw, which is then reset over the same connection (fasthttp's writer wraps it).
+	hdr := bw.Buffered()
+	avail := bw.AvailableBuffer()
+	if hdr == 0 || cap(avail) == 0 {
+		if err := bw.Flush(); err != nil {
+			return 0, err
+		}
+		n, err := d.conn.Write(d.body)
+		d.off = n
+		return int64(n), err
+	}
+	head := unsafe.Slice((*byte)(unsafe.Add(unsafe.Pointer(unsafe.SliceData(avail)), -hdr)), hdr)
+	bufs := net.Buffers{head, d.body}
+	n, err := bufs.WriteTo(d.conn)
+	bw.Reset(d.conn)
+	sent := max(int(n)-hdr, 0)
+	d.off = sent
+	return int64(sent), err
+}
+
+// Close returns d to its pool once fasthttp is done with the response.
+func (d *directBody) Close() error {
+	*d = directBody{}
+	directBodies.Put(d)
 	return nil
 }
 
 // matches applies If-None-Match (any of r's ETags, in any coding, weakly compared, or *)
 // or, without it, If-Modified-Since; it returns the ETag to answer a 304 with: the one the
 // client sent for the coding it now negotiates, else the first of r's it sent.
-func (r *rendition) matches(c *fiber.Ctx, want encoding) (string, bool) {
-	if inm := c.Request().Header.Peek(fiber.HeaderIfNoneMatch); len(inm) > 0 {
+func (r *rendition) matches(req *fasthttp.RequestHeader, want encoding) (string, bool) {
+	if inm := req.Peek(fiber.HeaderIfNoneMatch); len(inm) > 0 {
 		found := -1
 		for tag := range bytes.SplitSeq(inm, []byte(",")) {
 			tag = bytes.TrimPrefix(bytes.TrimSpace(tag), []byte("W/"))
@@ -397,7 +482,7 @@ func (r *rendition) matches(c *fiber.Ctx, want encoding) (string, bool) {
 		}
 		return "", false
 	}
-	ims := c.Request().Header.Peek(fiber.HeaderIfModifiedSince)
+	ims := req.Peek(fiber.HeaderIfModifiedSince)
 	if len(ims) == 0 || r.lastMod == "" {
 		return "", false
 	}
@@ -409,3 +494,52 @@ func (r *rendition) matches(c *fiber.Ctx, want encoding) (string, bool) {
 	}
 	return "", false
 }
+
+// fastRead answers GET /v1/events/{event}/schedule straight from fasthttp when this node
+// holds the current rendition, without Fiber's context and routing: the read every app
+// repeats. It reports false, having written nothing, for anything else (another path or
+// method, a body, an escaped or non-canonical path, a bad lang, nothing rendered yet),
+// which Fiber then serves as usual. It is counted in the request metrics like any route.
+func (s *Server) fastRead(ctx *fasthttp.RequestCtx) bool {
+	if !ctx.IsGet() || ctx.Request.Header.ContentLength() != 0 {
+		return false
+	}
+	path := ctx.Request.URI().PathOriginal()
+	rest, ok := bytes.CutPrefix(path, []byte("/v1/events/"))
+	if !ok {
+		return false
+	}
+	ev, ok := bytes.CutSuffix(rest, []byte("/schedule"))
+	if !ok || len(ev) == 0 || bytes.IndexByte(ev, '/') >= 0 || bytes.IndexByte(ev, '%') >= 0 {
+		return false
+	}
+	start := time.Now()
+	lang, err := langOf(ctx.QueryArgs().Peek("lang"), ctx.Request.Header.Peek(fiber.HeaderAcceptLanguage))
+	if err != nil {
+		return false
+	}
+	// The event's bytes live in the request's buffer: only looked up, never kept.
+	event := unsafe.String(unsafe.SliceData(ev), len(ev))
+	k := renditionKey{event: event, variant: scheduleVariant, lang: lang}
+	var r *rendition
+	s.opts.Store.Read(event, func(st *projection.EventState) { r = s.reads.current(k, stampOf(st)) })
+	if r == nil {
+		return false
+	}
+	select {
+	case <-r.ready:
+	default:
+		return false // still rendering: Fiber's path waits for it
+	}
+	if r.err != nil || r.retry {
+		return false
+	}
+	status := s.writeRendition(ctx, r)
+	s.m.series(fiber.MethodGet, scheduleRoute, status).observe(time.Since(start))
+	return true
+}
+
+const (
+	scheduleVariant = "schedule"
+	scheduleRoute   = "/v1/events/:event/schedule"
+)

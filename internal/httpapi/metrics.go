@@ -22,7 +22,7 @@ type metrics struct {
 	handler  fiber.Handler
 	// series holds each (route, method, status)'s counter and histogram, so a request
 	// neither builds label strings nor hashes them.
-	series sync.Map // seriesKey → *routeSeries
+	seriesByKey sync.Map // seriesKey → *routeSeries
 }
 
 type seriesKey struct {
@@ -83,21 +83,28 @@ func (s *Server) observe(c *fiber.Ctx) error {
 	if route == "/" && c.Path() != "/" || len(c.Route().Handlers) == 0 {
 		route = "unmatched"
 	}
-	k := seriesKey{method: c.Method(), route: route, status: c.Response().StatusCode()}
-	m, ok := s.m.series.Load(k)
-	if !ok {
-		// Labels and keys are kept: copies, never strings over fasthttp's request buffer,
-		// which the next request on the connection overwrites.
-		k.method, k.route = strings.Clone(k.method), strings.Clone(k.route)
-		m, _ = s.m.series.LoadOrStore(k, &routeSeries{
-			requests: s.m.requests.WithLabelValues(k.method, k.route, strconv.Itoa(k.status)),
-			duration: s.m.duration.WithLabelValues(k.method, k.route),
-		})
-	}
-	rs := m.(*routeSeries)
-	rs.requests.Inc()
-	rs.duration.Observe(time.Since(start).Seconds())
+	s.m.series(c.Method(), route, c.Response().StatusCode()).observe(time.Since(start))
 	return nil
+}
+
+// series returns the counter and histogram of one method, route and status, made on first
+// use. method and route may be strings over a request's buffer: the kept ones are copies.
+func (m *metrics) series(method, route string, status int) *routeSeries {
+	k := seriesKey{method: method, route: route, status: status}
+	if rs, ok := m.seriesByKey.Load(k); ok {
+		return rs.(*routeSeries)
+	}
+	k.method, k.route = strings.Clone(k.method), strings.Clone(k.route)
+	rs, _ := m.seriesByKey.LoadOrStore(k, &routeSeries{
+		requests: m.requests.WithLabelValues(k.method, k.route, strconv.Itoa(k.status)),
+		duration: m.duration.WithLabelValues(k.method, k.route),
+	})
+	return rs.(*routeSeries)
+}
+
+func (rs *routeSeries) observe(d time.Duration) {
+	rs.requests.Inc()
+	rs.duration.Observe(d.Seconds())
 }
 
 func (s *Server) metrics(c *fiber.Ctx) error { return s.m.handler(c) }

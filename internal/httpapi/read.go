@@ -24,20 +24,24 @@ import (
 // of es/en the Accept-Language header prefers, else Spanish, the reference event's first
 // language.
 func pickLang(c *fiber.Ctx) (cabildo.Lang, error) {
-	if q := c.Query("lang"); q != "" {
-		l, ok := cabildo.ParseLang(q)
-		if !ok || len(q) > 8 {
+	return langOf(c.Request().URI().QueryArgs().Peek("lang"), c.Request().Header.Peek(fiber.HeaderAcceptLanguage))
+}
+
+// langOf is pickLang on the raw ?lang= and Accept-Language.
+func langOf(query, acceptLanguage []byte) (cabildo.Lang, error) {
+	if len(query) > 0 {
+		l, ok := cabildo.ParseLang(string(query))
+		if !ok || len(query) > 8 {
 			return "", &cabildo.Error{Code: cabildo.CodeInvalidRequest, Message: "lang must be es or en",
 				Fields: []cabildo.FieldError{{Field: "lang", Code: "invalid_enum", Message: "must be es or en"}}}
 		}
 		return l, nil
 	}
-	header := c.Request().Header.Peek(fiber.HeaderAcceptLanguage)
-	if len(header) == 0 {
+	if len(acceptLanguage) == 0 {
 		return cabildo.ES, nil
 	}
 	best, bestQ := cabildo.ES, -1.0
-	for part := range strings.SplitSeq(string(header), ",") {
+	for part := range strings.SplitSeq(string(acceptLanguage), ",") {
 		tag, params, _ := strings.Cut(strings.TrimSpace(part), ";")
 		l, ok := cabildo.ParseLang(tag)
 		if !ok {
@@ -265,7 +269,7 @@ func (s *Server) getEvent(c *fiber.Ctx) error {
 // getSchedule answers the whole programme. One version renders once per language on
 // each node, and once in all when the nodes share a Redis cache.
 func (s *Server) getSchedule(c *fiber.Ctx) error {
-	return s.serveRead(c, "schedule", true, func(l render.Localizer) (validators, func() any, error) {
+	return s.serveRead(c, scheduleVariant, true, func(l render.Localizer) (validators, func() any, error) {
 		return eventValidators(l.St), func() any { return l.Schedule() }, nil
 	})
 }

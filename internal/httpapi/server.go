@@ -13,6 +13,7 @@ import (
 	"github.com/gofiber/fiber/v2"
 	"github.com/gofiber/fiber/v2/middleware/recover"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/valyala/fasthttp"
 
 	"github.com/cabildo/cabildo/internal/cabildo"
 	"github.com/cabildo/cabildo/internal/projection"
@@ -119,6 +120,14 @@ func New(opts Options) *Server {
 	s.app.Use(s.observe)
 	s.app.Use(s.limitBody)
 	s.routes()
+	// The schedule, when this node holds its current bytes, is answered before Fiber.
+	srv := s.app.Server()
+	slow := srv.Handler
+	srv.Handler = func(ctx *fasthttp.RequestCtx) {
+		if !s.fastRead(ctx) {
+			slow(ctx)
+		}
+	}
 	return s
 }
 
