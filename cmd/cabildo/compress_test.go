@@ -187,6 +187,16 @@ func TestCompressedReads(t *testing.T) {
 		t.Errorf("one room (%d bytes) with gzip: %d, Content-Encoding %q; want a plain body under 1 KiB", len(one.Body), one.Status, one.Header.Get("Content-Encoding"))
 	}
 
+	// Reads of a schedule already rendered are answered before routing, the same way.
+	f0 := metricValue(t, n, "cabildo_http_schedule_fast_reads_total")
+	again := rawGet(t, n, path, map[string]string{"Accept-Encoding": "gzip"})
+	if f := metricValue(t, n, "cabildo_http_schedule_fast_reads_total") - f0; f != 1 {
+		t.Errorf("a read of the schedule already rendered: %v answered before routing, want 1", f)
+	}
+	if !bytes.Equal(again.Body, gz.Body) || again.Header.Get("ETag") != gzTag {
+		t.Errorf("the schedule read before routing differs from the one through it")
+	}
+
 	// Rendered once per version and language, compressed once per coding.
 	renders := func() float64 { return metricValue(t, n, "cabildo_http_rendered_bodies_total") }
 	packs := func() float64 { return metricValue(t, n, "cabildo_http_compressed_bodies_total") }

@@ -129,6 +129,7 @@ type renditions struct {
 	bytes   int64        // held by the entries in m; mu guards it
 	renders atomic.Int64 // bodies rendered (test seam and metric)
 	packs   atomic.Int64 // bodies compressed
+	fast    atomic.Int64 // reads answered before routing
 	// compressing allows one compression at a time, so a burst of new variants cannot take
 	// every core away from the reads already rendered.
 	compressing chan struct{}
@@ -501,7 +502,8 @@ func (r *rendition) matches(req *fasthttp.RequestHeader, want encoding) (string,
 // method, a body, an escaped or non-canonical path, a bad lang, nothing rendered yet),
 // which Fiber then serves as usual. It is counted in the request metrics like any route.
 func (s *Server) fastRead(ctx *fasthttp.RequestCtx) bool {
-	if !ctx.IsGet() || ctx.Request.Header.ContentLength() != 0 {
+	// A request without a body has no Content-Length (-2) or says 0; -1 is chunked.
+	if cl := ctx.Request.Header.ContentLength(); !ctx.IsGet() || cl > 0 || cl == -1 {
 		return false
 	}
 	path := ctx.Request.URI().PathOriginal()
@@ -535,6 +537,7 @@ func (s *Server) fastRead(ctx *fasthttp.RequestCtx) bool {
 		return false
 	}
 	status := s.writeRendition(ctx, r)
+	s.reads.fast.Add(1)
 	s.m.series(fiber.MethodGet, scheduleRoute, status).observe(time.Since(start))
 	return true
 }

@@ -61,6 +61,9 @@ func newMetrics(reg *prometheus.Registry, store *projection.Store, reads *rendit
 		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "cabildo_http_compressed_bodies_total", Help: "Rendered public reads compressed (once per content coding).",
 		}, func() float64 { return float64(reads.packs.Load()) }))
+		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "cabildo_http_schedule_fast_reads_total", Help: "Schedule reads answered from this node's current bytes before routing.",
+		}, func() float64 { return float64(reads.fast.Load()) }))
 	}
 	// Process and Go runtime collectors may already be registered by the caller.
 	_ = reg.Register(collectors.NewGoCollector())
