@@ -268,13 +268,22 @@ var errAborted = errors.New("websocket: write aborted")
 // behind it. The library still writes the control frames (pings, pongs, the close); each
 // of its frames, like each batch of ours, is a single write to the socket, and the runtime
 // holds the socket's write lock for each, so neither can cut into the other.
-func (sk *socket) Write(frames []realtime.Frame) error {
+func (sk *socket) Write(frames []realtime.Frame) error { return sk.write(frames, false) }
+
+// WriteWithPing implements realtime.PingWriter: a ping ahead of the frames, in the same
+// write.
+func (sk *socket) WriteWithPing(frames []realtime.Frame) error { return sk.write(frames, true) }
+
+func (sk *socket) write(frames []realtime.Frame, ping bool) error {
 	nc := sk.conn.NetConn()
 	if err := sk.armDeadline(nc, false); err != nil {
 		return err
 	}
 	bp := wireBufs.Get().(*[]byte)
 	b := (*bp)[:0]
+	if ping {
+		b = append(b, 0x80|websocket.PingMessage, 0) // an empty ping, as Ping sends
+	}
 	defer func() {
 		if cap(b) <= 4*wireBatch {
 			*bp = b[:0]

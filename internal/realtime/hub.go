@@ -43,6 +43,14 @@ type Conn interface {
 	Abort()
 }
 
+// PingWriter is a Conn that can send its keepalive in the same write as frames. The hub
+// holds a due ping back a moment (pingGrace) for frames to go with it: at a change a
+// second, ten thousand pings then cost no write of their own.
+type PingWriter interface {
+	// WriteWithPing writes a ping, then frames, in order.
+	WriteWithPing(frames []Frame) error
+}
+
 // Options configure a Hub.
 type Options struct {
 	// QueueBytes bounds the bytes of frames queued for one connection and not yet
@@ -176,6 +184,24 @@ func (c *Client) Ping() {
 	}
 }
 
+// pingLater asks for a keepalive to go with the next frames written, without putting the
+// client in the writers' line for it alone; pingNow does, if it is still waiting.
+func (c *Client) pingLater() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.closed {
+		c.ping = true
+	}
+}
+
+func (c *Client) pingNow() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.closed && c.ping {
+		c.wakeLocked()
+	}
+}
+
 // offer queues f if the client is open and f fits its queue.
 func (c *Client) offer(f Frame) bool { return c.offerAll([]Frame{f}) }
 
@@ -231,11 +257,15 @@ func (c *Client) flush() (more bool) {
 	}
 	c.mu.Unlock()
 	var err error
-	if ping {
-		err = c.conn.Ping()
-	}
-	if err == nil && len(batch) > 0 {
-		err = c.conn.Write(batch)
+	if pw, ok := c.conn.(PingWriter); ok && ping && len(batch) > 0 {
+		err = pw.WriteWithPing(batch)
+	} else {
+		if ping {
+			err = c.conn.Ping()
+		}
+		if err == nil && len(batch) > 0 {
+			err = c.conn.Write(batch)
+		}
 	}
 	clear(batch) // let written frames go
 	if err != nil {
@@ -459,6 +489,11 @@ func (h *Hub) HasTopic(key string) bool {
 // connections are not pinged in the same millisecond.
 const pingBuckets = 16
 
+// pingGrace is the most a due ping waits for frames to go out with (never more than a
+// bucket's slice of the interval): a connection that is sent nothing meanwhile is then
+// woken for its ping alone.
+const pingGrace = time.Second
+
 // maintain is the hub's one background loop: it keeps the writers' line moving (see
 // writers.go) and pings every client once per PingEvery, a slice of them at a time,
 // instead of a timer per connection.
@@ -468,8 +503,17 @@ func (h *Hub) maintain() {
 	var (
 		round    uint64
 		nextPing time.Time
-		due      []*Client
+		due      []*Client // pinged last round, woken at wakeAt if their ping still waits
+		wakeAt   time.Time
 	)
+	grace := min(pingGrace, h.opts.PingEvery/pingBuckets)
+	wake := func() {
+		for _, c := range due {
+			c.pingNow()
+		}
+		clear(due)
+		due = due[:0]
+	}
 	for {
 		var now time.Time
 		select {
@@ -478,12 +522,16 @@ func (h *Hub) maintain() {
 		case now = <-t.C:
 		}
 		h.writers.unstall(now)
+		if len(due) > 0 && !now.Before(wakeAt) {
+			wake()
+		}
 		if h.opts.PingEvery <= 0 || now.Before(nextPing) {
 			continue
 		}
+		wake()
 		nextPing = now.Add(h.opts.PingEvery / pingBuckets)
+		wakeAt = now.Add(grace)
 		round++
-		due = due[:0]
 		h.mu.Lock()
 		for c := range h.clients {
 			if c.bucket == round%pingBuckets {
@@ -492,8 +540,7 @@ func (h *Hub) maintain() {
 		}
 		h.mu.Unlock()
 		for _, c := range due {
-			c.Ping()
+			c.pingLater()
 		}
-		clear(due)
 	}
 }

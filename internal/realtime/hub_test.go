@@ -471,3 +471,64 @@ func TestCloseWritesWhatIsQueued(t *testing.T) {
 		t.Fatalf("closed with %d", tc.code)
 	}
 }
+
+// pingConn is a testConn that takes its pings with its frames, like the websocket.
+type pingConn struct {
+	*testConn
+	withFrames int // pings written with frames
+}
+
+func (pc *pingConn) WriteWithPing(frames []Frame) error {
+	pc.mu.Lock()
+	pc.withFrames++
+	pc.mu.Unlock()
+	return pc.Write(frames)
+}
+
+// TestPingsRideWithFrames: a connection that is being sent frames gets its pings in the
+// same writes (no write for a ping alone); one that is sent nothing still gets them on
+// their own, within the grace.
+func TestPingsRideWithFrames(t *testing.T) {
+	h := New(Options{PingEvery: 320 * time.Millisecond}) // a round every 20 ms, grace 20 ms
+	defer h.Shutdown(protocol.CloseReconnect, "")
+	busy := &pingConn{testConn: newTestConn(false)}
+	bc, err := h.Register(busy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	idle := register(t, h)
+	subscribeAt(t, h, bc, "k", 0)
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() { // a frame every 5 ms: always some within a ping's grace
+		defer close(done)
+		for v := uint64(1); ; v++ {
+			select {
+			case <-stop:
+				return
+			case <-time.After(5 * time.Millisecond):
+			}
+			h.Publish("k", v, update("k", v, v-1))
+		}
+	}()
+	go func() {
+		for range busy.frames {
+		}
+	}()
+	time.Sleep(1500 * time.Millisecond)
+	close(stop)
+	<-done
+	busy.mu.Lock()
+	alone, with := busy.pings, busy.withFrames
+	busy.mu.Unlock()
+	it := connOf(idle)
+	it.mu.Lock()
+	idlePings := it.pings
+	it.mu.Unlock()
+	if with < 2 || alone > with/4 {
+		t.Fatalf("busy connection: %d pings with frames, %d alone; want nearly all with frames", with, alone)
+	}
+	if idlePings < 2 {
+		t.Fatalf("idle connection pinged %d times", idlePings)
+	}
+}
