@@ -3,6 +3,7 @@ package projection_test
 import (
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -140,4 +141,24 @@ func firstDiff(a, b []uint64) int {
 		}
 	}
 	return min(len(a), len(b))
+}
+
+// TestRestoreChecksFormatFirst: a snapshot of another format is refused by its format,
+// before anything in it is decoded, and leaves the store empty, so the node rebuilds from
+// the log instead of misreading it.
+func TestRestoreChecksFormatFirst(t *testing.T) {
+	for _, data := range []string{
+		`{"format":1,"seq":9,"events":{"ogp":{"changes":"in a layout this version does not know"}}}`,
+		`{"format":3,"seq":9,"events":{"ogp":{"sessions":[1,2,3]}},"subjects":{"x":9}}`,
+		`{"seq":9,"events":{}}`,
+	} {
+		s := projection.New(projection.Options{})
+		_, err := s.Restore([]byte(data))
+		if err == nil || !strings.Contains(err.Error(), "snapshot format") {
+			t.Errorf("Restore(%s) = %v; want it refused for its format", data, err)
+		}
+		if s.Seq() != 0 || s.SubjectSeq("x") != 0 {
+			t.Errorf("a refused snapshot left seq %d", s.Seq())
+		}
+	}
 }

@@ -2,10 +2,15 @@ package projection
 
 import (
 	"container/heap"
+	"errors"
 	"fmt"
+	"runtime"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-json-experiment/json"
+	"github.com/go-json-experiment/json/jsontext"
 
 	"github.com/cabildo/cabildo/internal/cabildo"
 )
@@ -41,6 +46,16 @@ type snapshotState struct {
 	Idem     map[string]Idempotent    `json:"idempotency"`
 }
 
+// snapshotRaw is snapshotState with each event left encoded, so that events are encoded and
+// decoded in parallel: the same bytes, on every core.
+type snapshotRaw struct {
+	Version  int                       `json:"format"`
+	Seq      uint64                    `json:"seq"`
+	Events   map[string]jsontext.Value `json:"events"`
+	Subjects map[string]uint64         `json:"subjects"`
+	Idem     map[string]Idempotent     `json:"idempotency"`
+}
+
 // Format 2 added the town hall.
 const snapshotFormat = 2
 
@@ -48,14 +63,28 @@ const snapshotFormat = 2
 func (s *Store) Snapshot() (seq uint64, data []byte, err error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	st := snapshotState{Version: snapshotFormat, Seq: s.seq, Events: map[string]snapshotEvent{},
+	st := snapshotRaw{Version: snapshotFormat, Seq: s.seq, Events: make(map[string]jsontext.Value, len(s.events)),
 		Subjects: s.subjects, Idem: s.idem}
-	for id, e := range s.events {
-		st.Events[id] = snapshotEvent{Event: e.Programme.Event, Rooms: e.Programme.Rooms,
+	ids := make([]string, 0, len(s.events))
+	for id := range s.events {
+		ids = append(ids, id)
+	}
+	enc := make([]jsontext.Value, len(ids))
+	err = parallel(len(ids), func(i int) error {
+		e := s.events[ids[i]]
+		var err error
+		enc[i], err = json.Marshal(snapshotEvent{Event: e.Programme.Event, Rooms: e.Programme.Rooms,
 			Tracks: e.Programme.Tracks, Speakers: e.Programme.Speakers, Sessions: e.Programme.Sessions,
 			Version: e.Version, Updated: e.Updated, SessionMeta: e.Sessions, RoomMeta: e.Rooms,
 			TrackMeta: e.Tracks, SpeakerMeta: e.Speakers, ByID: e.ByID, Changes: e.Changes, Horizon: e.Horizon, EventVer: e.EventVersion, Created: e.Created,
-			Ann: e.Announcements, AnnVersion: e.AnnouncementsVersion, QA: e.QA}
+			Ann: e.Announcements, AnnVersion: e.AnnouncementsVersion, QA: e.QA}, recordOptions)
+		return err
+	})
+	if err != nil {
+		return 0, nil, fmt.Errorf("projection: snapshot: %w", err)
+	}
+	for i, id := range ids {
+		st.Events[id] = enc[i]
 	}
 	data, err = json.Marshal(st, recordOptions)
 	if err != nil {
@@ -65,38 +94,60 @@ func (s *Store) Snapshot() (seq uint64, data []byte, err error) {
 }
 
 // Restore replaces an empty store's state with a snapshot. It refuses to restore over a
-// store that has applied anything.
+// store that has applied anything, and a snapshot of another format: its events are not
+// even decoded.
 func (s *Store) Restore(data []byte) (uint64, error) {
-	var st snapshotState
+	var st snapshotRaw
 	if err := json.Unmarshal(data, &st, recordOptions); err != nil {
 		return 0, fmt.Errorf("projection: restore: %w", err)
 	}
 	if st.Version != snapshotFormat {
 		return 0, fmt.Errorf("projection: restore: snapshot format %d, want %d", st.Version, snapshotFormat)
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.seq != 0 {
-		return 0, fmt.Errorf("projection: restore over a store at seq %d", s.seq)
+	if s.Seq() != 0 {
+		return 0, fmt.Errorf("projection: restore over a store at seq %d", s.Seq())
 	}
-	for id, e := range st.Events {
+	ids := make([]string, 0, len(st.Events))
+	for id := range st.Events {
+		ids = append(ids, id)
+	}
+	events := make([]*EventState, len(ids))
+	err := parallel(len(ids), func(i int) error {
+		var e snapshotEvent
+		if err := json.Unmarshal(st.Events[ids[i]], &e, recordOptions); err != nil {
+			return err
+		}
 		p := cabildo.NewProgramme(e.Event)
 		fill(p.Rooms, e.Rooms)
 		fill(p.Tracks, e.Tracks)
 		fill(p.Speakers, e.Speakers)
 		fill(p.Sessions, e.Sessions)
-		s.events[id] = &EventState{Programme: p, Version: e.Version, Updated: e.Updated,
+		es := &EventState{Programme: p, Version: e.Version, Updated: e.Updated,
 			Sessions: orEmpty(e.SessionMeta), Rooms: orEmpty(e.RoomMeta), Tracks: orEmpty(e.TrackMeta),
 			Speakers: orEmpty(e.SpeakerMeta), ByID: orEmptyIDs(e.ByID), Changes: e.Changes, Horizon: e.Horizon, EventVersion: e.EventVer,
-			Created: e.Created, Announcements: e.Ann, AnnouncementsVersion: e.AnnVersion, subjects: s.subjects,
+			Created: e.Created, Announcements: e.Ann, AnnouncementsVersion: e.AnnVersion,
 			QA: map[int64]*cabildo.QA{}}
 		for sid, qa := range e.QA {
 			qa.Rebuild()
-			s.events[id].QA[sid] = qa
+			es.QA[sid] = qa
 			for qid := range qa.Questions {
-				s.events[id].LastQuestion = max(s.events[id].LastQuestion, qid)
+				es.LastQuestion = max(es.LastQuestion, qid)
 			}
 		}
+		events[i] = es
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("projection: restore: %w", err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.seq != 0 {
+		return 0, fmt.Errorf("projection: restore over a store at seq %d", s.seq)
+	}
+	for i, id := range ids {
+		events[i].subjects = s.subjects
+		s.events[id] = events[i]
 	}
 	fill(s.subjects, st.Subjects)
 	fill(s.idem, st.Idem)
@@ -109,6 +160,24 @@ func (s *Store) Restore(data []byte) (uint64, error) {
 	close(s.advanced)
 	s.advanced = make(chan struct{})
 	return s.seq, nil
+}
+
+// parallel runs fn(0..n-1) on up to GOMAXPROCS goroutines and returns the first error.
+func parallel(n int, fn func(i int) error) error {
+	errs := make([]error, n)
+	var (
+		wg   sync.WaitGroup
+		next atomic.Int64
+	)
+	for range min(n, runtime.GOMAXPROCS(0)) {
+		wg.Go(func() {
+			for i := int(next.Add(1) - 1); i < n; i = int(next.Add(1) - 1) {
+				errs[i] = fn(i)
+			}
+		})
+	}
+	wg.Wait()
+	return errors.Join(errs...)
 }
 
 func fill[K comparable, V any](dst, src map[K]V) {
