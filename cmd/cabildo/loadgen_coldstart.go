@@ -59,9 +59,9 @@ type coldStartResult struct {
 	Programme    int     `json:"programme_changes,omitempty"`
 	Announce     int     `json:"announcements,omitempty"`
 	QEntries     int     `json:"question_entries,omitempty"`
-	Questions    int     `json:"questions,omitempty"`
+	Questions    int     `json:"questions,omitempty"` // written; with --measure, in the rebuilt projection
 	VEntries     int     `json:"vote_entries,omitempty"`
-	Votes        int     `json:"votes,omitempty"`
+	Votes        int     `json:"votes,omitempty"` // written; with --measure, counted by the rebuilt projection
 	Bytes        int64   `json:"bytes"`
 	Seconds      float64 `json:"seconds,omitempty"`
 	RawSeconds   float64 `json:"raw_replay_seconds,omitempty"`
@@ -481,6 +481,15 @@ func coldStartMeasure(ctx context.Context, dir, cpuProfile string) (coldStartRes
 		return res, err
 	}
 	res.BuildRatio = res.BuildSeconds / res.RawSeconds
+	// What the rebuild holds, to check against what was written.
+	store.Each(func(st *projection.EventState) {
+		for _, qa := range st.QA {
+			res.Questions += len(qa.Questions)
+			for _, q := range qa.Questions {
+				res.Votes += q.Votes
+			}
+		}
+	})
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	res.HeapMiB = float64(ms.HeapAlloc) / (1 << 20)
