@@ -159,6 +159,7 @@ func loadgenTownHall(ctx context.Context, args []string, stdout, stderr io.Write
 	}
 	var approvers sync.WaitGroup
 	approveCtx, stopApprove := context.WithCancel(ctx)
+	defer stopApprove() // an early return stops the approvers too
 	for range *mods {
 		approvers.Go(func() {
 			for {
