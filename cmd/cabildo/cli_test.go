@@ -43,7 +43,7 @@ func TestCLIHelp(t *testing.T) {
 		args []string
 		want []string // in stdout
 	}{
-		{[]string{"--help"}, []string{"usage: cabildo", "serve", "token create", "version", "rest, ws, townhall or peer"}},
+		{[]string{"--help"}, []string{"usage: cabildo", "serve", "token create", "version", "rest, ws, townhall, peer) or a cold start (coldstart"}},
 		{[]string{"-h"}, []string{"usage: cabildo"}},
 		{[]string{"help"}, []string{"usage: cabildo"}},
 		{[]string{"help", "serve"}, []string{"usage: cabildo serve", "--addr"}},
