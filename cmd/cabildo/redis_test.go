@@ -112,20 +112,21 @@ func TestRedisDownNodeServes(t *testing.T) {
 }
 
 // TestRedisOutageCostsOneTimeout is issue 11's second defect on a whole node: with Redis
-// hung (SIGSTOP) and then killed, reads kept paying a 50 ms cache timeout each (twice: get
-// and put), for as long as Redis stayed away. Now the first failure opens the breaker and
-// the reads after it send Redis nothing (the node's own counter of commands stays put while
-// reads go on), /metrics says cache_up 0, and once Redis is back the breaker closes and the
-// reads use it again.
+// hung (SIGSTOP) and then killed, requests kept paying a 50 ms cache timeout each, for as
+// long as Redis stayed away. Now the first failure opens the breaker and the requests after
+// it send Redis nothing (the node's own counter of commands stays put while they go on),
+// /metrics says cache_up 0, and once Redis is back the breaker closes and they use it
+// again. The request is an attendee token: its per-address limit is counted in Redis on
+// every request (a schedule read no longer is: a node keeps the bytes of each version).
 func TestRedisOutageCostsOneTimeout(t *testing.T) {
 	t.Parallel()
 	srv := redistest.Start(t)
-	n := startNode(t, "", nil, "--demo", "--redis-url", srv.URL())
-	path := "/v1/events/" + demoEvent + "/schedule?lang=en"
+	n := startNode(t, "", nil, "--demo", "--redis-url", srv.URL(), "--qa-attendees-per-ip-per-minute", "100000")
+	path := "/v1/events/" + demoEvent + "/attendees"
 	read := func() {
 		t.Helper()
-		if r := n.do(t, req{method: "GET", path: path}); r.Status != 200 {
-			t.Fatalf("schedule: %d %s", r.Status, truncate(r.Body))
+		if r := n.do(t, req{method: "POST", path: path, body: map[string]any{}}); r.Status != 201 {
+			t.Fatalf("attendee token: %d %s", r.Status, truncate(r.Body))
 		}
 	}
 	metric := func(name string) float64 {
@@ -172,7 +173,7 @@ func TestRedisOutageCostsOneTimeout(t *testing.T) {
 				read()
 			}
 			if sent := metric("cabildo_cache_redis_commands_total") - before; sent != 0 {
-				t.Fatalf("50 reads with the breaker open sent Redis %v commands; want 0", sent)
+				t.Fatalf("50 requests with the breaker open sent Redis %v commands; want 0", sent)
 			}
 			if metric("cabildo_cache_refused_total") == 0 {
 				t.Fatalf("no cache operation was answered by the open breaker")
@@ -187,7 +188,7 @@ func TestRedisOutageCostsOneTimeout(t *testing.T) {
 			before = metric("cabildo_cache_redis_commands_total")
 			read()
 			if metric("cabildo_cache_redis_commands_total") == before {
-				t.Fatalf("a read with Redis back sent it nothing")
+				t.Fatalf("a request with Redis back sent it nothing")
 			}
 		})
 	}
