@@ -109,6 +109,23 @@ func loadgenColdStart(ctx context.Context, args []string, stdout, stderr io.Writ
 
 // coldStartServer runs a NATS server with JetStream on dir/jetstream, in this process.
 // Writing the fixture skips fsync; measuring uses the embedded server as a node runs it.
+// coldStartLog opens the log in dir on an embedded server of its own; stop ends both.
+func coldStartLog(ctx context.Context, dir string, write bool) (*nats.Conn, *natslog.Log, natslog.Info, func(), error) {
+	nc, stop, err := coldStartServer(dir, write)
+	if err != nil {
+		return nil, nil, natslog.Info{}, nil, err
+	}
+	lg, err := natslog.Open(ctx, nc, natslog.Config{})
+	if err == nil {
+		var info natslog.Info
+		if info, err = lg.Info(ctx); err == nil {
+			return nc, lg, info, stop, nil
+		}
+	}
+	stop()
+	return nil, nil, natslog.Info{}, nil, err
+}
+
 func coldStartServer(dir string, write bool) (*nats.Conn, func(), error) {
 	store := filepath.Join(dir, "jetstream")
 	if !write {
@@ -168,19 +185,11 @@ func coldStartWrite(ctx context.Context, dir string, n, events, sessions int, se
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return res, err
 	}
-	nc, stop, err := coldStartServer(dir, true)
+	_, lg, info, stop, err := coldStartLog(ctx, dir, true)
 	if err != nil {
 		return res, err
 	}
 	defer stop()
-	lg, err := natslog.Open(ctx, nc, natslog.Config{})
-	if err != nil {
-		return res, err
-	}
-	info, err := lg.Info(ctx)
-	if err != nil {
-		return res, err
-	}
 	if info.LastSeq > 0 {
 		return res, fmt.Errorf("loadgen coldstart: %s already holds a log of %d entries; measure it with --measure or give an empty --data-dir", dir, info.LastSeq)
 	}
@@ -390,19 +399,11 @@ func coldStartMeasure(ctx context.Context, dir, cpuProfile string) (coldStartRes
 	if _, err := os.Stat(filepath.Join(dir, "jetstream")); err != nil {
 		return res, fmt.Errorf("loadgen coldstart: no log in %s: write one first (without --measure)", dir)
 	}
-	nc, stop, err := coldStartServer(dir, false)
+	nc, lg, info, stop, err := coldStartLog(ctx, dir, false)
 	if err != nil {
 		return res, err
 	}
 	defer stop()
-	lg, err := natslog.Open(ctx, nc, natslog.Config{})
-	if err != nil {
-		return res, err
-	}
-	info, err := lg.Info(ctx)
-	if err != nil {
-		return res, err
-	}
 	last := info.LastSeq
 	res.Entries = last
 	if last == 0 {
