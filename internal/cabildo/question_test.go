@@ -305,15 +305,7 @@ func TestQASnapshotRoundTrip(t *testing.T) {
 	h.vote(b, "ana", true)
 	h.vote(b, "luis", true)
 	h.must("m", cabildo.Moderation{Action: cabildo.ActionMerge, Question: b, Into: a})
-	data, err := json.Marshal(h.qa)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var back cabildo.QA
-	if err := json.Unmarshal(data, &back); err != nil {
-		t.Fatal(err)
-	}
-	back.Rebuild()
+	back := roundTrip(t, h.qa)
 	if back.Questions[a].Votes != 2 || back.Pinned != h.qa.Pinned || len(back.Actions) != len(h.qa.Actions) {
 		t.Fatalf("restored votes %d (want 2), pinned %d, %d actions", back.Questions[a].Votes, back.Pinned, len(back.Actions))
 	}
@@ -357,4 +349,19 @@ func TestNormalizeAsk(t *testing.T) {
 	if q.Text != "¿Qué opina?" || q.Lang != cabildo.EN {
 		t.Fatalf("normalized to %q %q", q.Text, q.Lang)
 	}
+}
+
+// roundTrip is a town hall as a projection snapshot stores and restores it.
+func roundTrip(t *testing.T, qa *cabildo.QA) *cabildo.QA {
+	t.Helper()
+	data, err := json.Marshal(qa)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back cabildo.QA
+	if err := json.Unmarshal(data, &back); err != nil {
+		t.Fatal(err)
+	}
+	back.Rebuild()
+	return &back
 }

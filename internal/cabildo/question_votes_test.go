@@ -1,7 +1,6 @@
 package cabildo_test
 
 import (
-	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"testing"
@@ -82,16 +81,8 @@ func TestVoteCountsMatchAFullRecount(t *testing.T) {
 				}
 				checkCounts(t, h.qa, attendees, fmt.Sprintf("step %d (%s)", step, what))
 			}
-			data, err := json.Marshal(h.qa)
-			if err != nil {
-				t.Fatal(err)
-			}
-			var back cabildo.QA
-			if err := json.Unmarshal(data, &back); err != nil {
-				t.Fatal(err)
-			}
-			back.Rebuild()
-			checkCounts(t, &back, attendees, "after a snapshot round trip")
+			back := roundTrip(t, h.qa)
+			checkCounts(t, back, attendees, "after a snapshot round trip")
 			for id, q := range h.qa.Questions {
 				if back.Questions[id].Votes != q.Votes {
 					t.Fatalf("question %d: %d votes live, %d restored", id, q.Votes, back.Questions[id].Votes)
