@@ -8,7 +8,7 @@ import (
 	"github.com/cabildo/cabildo/pkg/api"
 )
 
-// TestAnnouncementPages is the last point of issue 11's sixth defect: GET /announcements
+// TestAnnouncementPages: GET /announcements
 // answered every announcement ever posted (12.6 MB after 6,000). It now answers a page:
 // the latest 50 by default, pages forward with since and backward with before, linked by
 // next and prev, which together walk every announcement exactly once, in order.

@@ -66,7 +66,7 @@ func pickSession(t *testing.T, sch scheduleBody, kind string) pubSession {
 	return pubSession{}
 }
 
-// TestNewUserFlow is the walk-through: run with the demo, read the schedule, move a
+// TestNewUserFlow is a new user's walk-through: run with the demo, read the schedule, move a
 // session with an organizer token, see it in /changes, restart, still there.
 func TestNewUserFlow(t *testing.T) {
 	dir := t.TempDir()

@@ -65,7 +65,7 @@ func decompress(t *testing.T, coding string, b []byte) []byte {
 	return out
 }
 
-// TestCompressedReads is issue 12's fourth point: venue Wi-Fi and mobile data pay for every
+// TestCompressedReads: venue Wi-Fi and mobile data pay for every
 // byte, so a client that sends Accept-Encoding gets the public reads compressed, each
 // version compressed once, with validators of its own and a 304 for its copy.
 func TestCompressedReads(t *testing.T) {

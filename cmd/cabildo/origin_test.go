@@ -10,7 +10,7 @@ import (
 	"github.com/fasthttp/websocket"
 )
 
-// TestOwnOriginAndLoggedRefusals is issue 11's seventh friction: a client that names the
+// TestOwnOriginAndLoggedRefusals: a client that names the
 // server it dials as its Origin (python's websocket-client does; so does a page the server
 // served) got a bare 403 from a default node, and nothing in the log said why. The server's
 // own origin now passes with no --allowed-origins; another site's origin still gets 403

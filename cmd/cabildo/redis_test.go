@@ -111,7 +111,7 @@ func TestRedisDownNodeServes(t *testing.T) {
 	}
 }
 
-// TestRedisOutageCostsOneTimeout is issue 11's second defect on a whole node: with Redis
+// TestRedisOutageCostsOneTimeout is a Redis outage on a whole node: with Redis
 // hung (SIGSTOP) and then killed, requests kept paying a 50 ms cache timeout each, for as
 // long as Redis stayed away. Now the first failure opens the breaker and the requests after
 // it send Redis nothing (the node's own counter of commands stays put while they go on),

@@ -21,7 +21,7 @@ import (
 	"github.com/cabildo/cabildo/pkg/protocol"
 )
 
-// Issue 11, defect 5: asyncapi.yaml bounds every frame at 64 KiB, and a client that takes
+// asyncapi.yaml bounds every frame at 64 KiB, and a client that takes
 // it at its word (read limit = maxServerFrameBytes, as dialWS sets) must get every
 // snapshot whole, however big the event: in parts when it does not fit one frame.
 

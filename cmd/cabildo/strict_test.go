@@ -96,7 +96,7 @@ func strictCases(w *strictWorld) []strictCase {
 	}
 }
 
-// TestStrictBodies is issue 11's first defect, closed for every body the server accepts:
+// TestStrictBodies holds the rule for every body the server accepts:
 // each operation of openapi.yaml that takes a JSON body gets, for every member name of a
 // valid body (nested ones too), that name in other letter cases ("EN", "En", "Title"):
 // each is 400 unknown_field naming the member, and the log does not move. encoding/json
@@ -395,7 +395,7 @@ func TestStrictFrames(t *testing.T) {
 	}
 }
 
-// TestTextThatIsNotText is issue 11's sixth defect at the HTTP surface: text that shows
+// TestTextThatIsNotText is the rule on text at the HTTP surface: text that shows
 // nothing (zero-width spaces only) or carries control characters was stored with 200, and
 // ids with a sign or a leading zero named the same session as the plain id. All are
 // refused now, and the refusals change nothing.

@@ -9,7 +9,7 @@ import (
 	"github.com/cabildo/cabildo/pkg/api"
 )
 
-// TestWriteAnswersNameTheirWrite is issue 11's third defect: two concurrent PATCHes of one
+// TestWriteAnswersNameTheirWrite: two concurrent PATCHes of one
 // session were both answered with version 2210 while the log held them at 2208 and 2210,
 // so a client could not find its own write. Now every write's answer carries
 // Cabildo-Write-Version, its own log position: here 12 concurrent PATCHes, each with its

@@ -91,7 +91,7 @@ func warm(t *testing.T, ctx context.Context, c *Cache) {
 	}
 }
 
-// checkOpen is the issue's promise once one operation has met the outage: every later
+// checkOpen is the breaker's promise once one operation has met the outage: every later
 // operation fails at once and sends nothing to Redis, and rate limits fall back to this
 // node's own count.
 func checkOpen(t *testing.T, ctx context.Context, c *Cache, w *callWitness) {
@@ -157,7 +157,7 @@ func checkBack(t *testing.T, ctx context.Context, c *Cache, w *callWitness) {
 	}
 }
 
-// TestBreakerHungRedis is issue 11's hung Redis (SIGSTOP): the first operation pays at most
+// TestBreakerHungRedis is a hung Redis (SIGSTOP): the first operation pays at most
 // one timeout, every later one is answered by the node without touching Redis, and the
 // Cache uses Redis again once it answers.
 func TestBreakerHungRedis(t *testing.T) {
@@ -265,7 +265,7 @@ func (b *lockedBuffer) String() string {
 
 func (b *lockedBuffer) count(s string) int { return strings.Count(b.String(), s) }
 
-// TestBreakerKilledRedis is issue 11's dead Redis (SIGKILL), restarted on the same port.
+// TestBreakerKilledRedis is a dead Redis (SIGKILL), restarted on the same port.
 func TestBreakerKilledRedis(t *testing.T) {
 	srv := redistest.Start(t)
 	c := newCache(t, Options{URL: srv.URL()})
