@@ -24,7 +24,7 @@ func (n *node) voted(ref string, id int64, who string) (v bool) {
 // shedOutcome casts votes from voters prefix-0… at once and sorts them into acknowledged
 // and shed; any other answer fails the test.
 type shedOutcome struct {
-	mu         sync.Mutex
+	mu          sync.Mutex
 	acked, shed []string
 }
 
