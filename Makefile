@@ -19,8 +19,9 @@ run: build
 test: test-deps lint
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
 
-## lint: go vet and staticcheck (fetched through the Go module proxy at a pinned version)
+## lint: gofmt, go vet and staticcheck (fetched through the Go module proxy at a pinned version)
 lint:
+	@unformatted=$$(gofmt -l cmd internal pkg mobile-api); if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted"; exit 1; fi
 	$(GO) vet ./...
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK) ./...
 
