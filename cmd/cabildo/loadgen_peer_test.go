@@ -100,10 +100,12 @@ func (p *fakePeer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			case bytes.Contains(msg, []byte(`"connect"`)):
 				_ = c.send(`{"id":1,"connect":{"client":"x","ping":25,"pong":true}}`)
 			case bytes.Contains(msg, []byte(`"subscribe"`)):
-				_ = c.send(`{"id":2,"subscribe":{}}` + "\n{}")
+				// Subscribed before the reply goes out, as a real server does: a
+				// publication right after the client saw the reply must reach it.
 				p.mu.Lock()
 				p.conns = append(p.conns, c)
 				p.mu.Unlock()
+				_ = c.send(`{"id":2,"subscribe":{}}` + "\n{}")
 			}
 		}
 	default:
