@@ -147,7 +147,7 @@ func serveFlags(c *Serve) *flag.FlagSet {
 	fs.IntVar(&c.QA.MintsPerIPMinute, "qa-attendees-per-ip-per-minute", 30, "attendee tokens one client address may obtain per minute")
 	fs.DurationVar(&c.QA.VoteInterval, "qa-vote-interval", 250*time.Millisecond, "publish a session's changed vote counts at most this often")
 	fs.IntVar(&c.QA.VoteQueue, "qa-vote-queue", 4000, "votes that may wait on this node for the log; beyond them a vote is refused with 503 and Retry-After, not stored")
-	fs.DurationVar(&c.QA.VoteWait, "qa-vote-wait", 50*time.Millisecond, "how long a vote may wait for the log before it is refused with 503 and Retry-After, not stored")
+	fs.DurationVar(&c.QA.VoteWait, "qa-vote-wait", 200*time.Millisecond, "how long a vote may wait for the log before it is refused with 503 and Retry-After, not stored")
 	fs.DurationVar(&c.ShutdownGrace, "shutdown-grace", 10*time.Second, "how long shutdown waits for in-flight work")
 	fs.StringVar(&c.DebugAddr, "debug-addr", "", "serve the Go profiler (/debug/pprof/) on this private address, e.g. 127.0.0.1:6060")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")

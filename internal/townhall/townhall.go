@@ -41,7 +41,7 @@ type Options struct {
 // well under what a voter notices.
 const (
 	DefaultVoteQueue = 4000
-	DefaultVoteWait  = 50 * time.Millisecond
+	DefaultVoteWait  = 200 * time.Millisecond
 )
 
 // Service runs the town hall's use cases.

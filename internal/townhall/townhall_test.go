@@ -50,6 +50,10 @@ func (n *node) counts(t *testing.T) (batches, asked int) {
 	}
 }
 
+// unbounded is a node that never sheds votes: the tests here are about what a vote does
+// once taken, and shedding (shed_test.go) would make them depend on the machine's speed.
+var unbounded = Options{VoteQueue: -1, VoteWait: -1}
+
 func newNode(t testing.TB) *node {
 	t.Helper()
 	emb, err := natslog.StartEmbedded(natslog.EmbeddedOptions{StoreDir: t.TempDir()})
@@ -89,7 +93,7 @@ func newNode(t testing.TB) *node {
 	}()
 	t.Cleanup(func() { cancel(); <-done })
 	n.sched = schedule.New(lg, n.store)
-	n.svc = New(n.sched, lg, n.store, Options{})
+	n.svc = New(n.sched, lg, n.store, unbounded)
 	t.Cleanup(n.svc.Close)
 	return n
 }
@@ -239,7 +243,7 @@ func TestBurstOfNearDuplicatesIsFlagged(t *testing.T) {
 	// Something else first, held in its append until the burst has queued behind it, so
 	// that the burst is one entry: none of it is in the projection when it is screened.
 	gate := &gatedLog{Log: n.log, gate: make(chan struct{}), held: make(chan struct{})}
-	svc := New(n.sched, gate, n.store, Options{})
+	svc := New(n.sched, gate, n.store, unbounded)
 	t.Cleanup(svc.Close)
 	const askers = 40
 	var wg sync.WaitGroup
@@ -386,7 +390,7 @@ func TestAskIdempotencyKey(t *testing.T) {
 func TestAskKeyRaceInTheLog(t *testing.T) {
 	n := newNode(t)
 	ref := n.session(t)
-	other := New(n.sched, n.log, n.store, Options{}) // a second committer on the same log
+	other := New(n.sched, n.log, n.store, unbounded) // a second committer on the same log
 	t.Cleanup(other.Close)
 	req := schedule.Request{Actor: "attendee:a", IdempotencyKey: "a/k1", Hash: "h1"}
 	in := Ask{Text: "¿Habrá intérpretes de lengua de señas en la plenaria?"}
