@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
@@ -64,7 +65,27 @@ type Claims struct {
 type Keys struct {
 	key []byte
 	now func() time.Time
+
+	// verified remembers tokens that passed Verify, by their exact text, with the times
+	// between which they stay valid: every vote carries the same attendee token, and parsing
+	// and signing it again each time was the costliest part of a vote request. The text
+	// includes the signature and the key never changes, so a token found here is one that
+	// passed every check; only its times are checked again.
+	mu       sync.Mutex
+	verified map[string]verifiedToken
 }
+
+// verifiedToken is a token that passed Verify: its claims and the span in which it stays
+// valid (from its nbf and iat, less Leeway, until its exp plus Leeway).
+type verifiedToken struct {
+	claims    Claims
+	notBefore time.Time
+	expires   time.Time
+}
+
+// maxVerified bounds the verification cache; when full, the expired entries go first, then
+// an arbitrary half of the rest (they are verified again on their next use).
+const maxVerified = 32768
 
 // New returns Keys for a key of at least 32 bytes.
 func New(key []byte) (*Keys, error) {
@@ -179,6 +200,58 @@ func (k *Keys) mint(event string, role Role, subject, name string, ttl time.Dura
 // operator learns the commonest setup mistake, a token minted with another data directory
 // or key. Every other failure reads the same.
 func (k *Keys) Verify(tok string) (Claims, error) {
+	now := k.now()
+	k.mu.Lock()
+	v, ok := k.verified[tok]
+	k.mu.Unlock()
+	if ok && !now.Before(v.notBefore) && now.Before(v.expires) {
+		return v.claims, nil
+	}
+	c, err := k.verify(tok)
+	if err == nil {
+		k.remember(tok, c, now)
+	} else if ok {
+		k.mu.Lock()
+		delete(k.verified, tok)
+		k.mu.Unlock()
+	}
+	return c, err
+}
+
+func (k *Keys) remember(tok string, c Claims, now time.Time) {
+	if c.ExpiresAt == nil { // required by verify; never cache a token without an end
+		return
+	}
+	v := verifiedToken{claims: c, expires: c.ExpiresAt.Add(Leeway)}
+	for _, t := range []*jwt.NumericDate{c.NotBefore, c.IssuedAt} {
+		if t != nil && t.Add(-Leeway).After(v.notBefore) {
+			v.notBefore = t.Add(-Leeway)
+		}
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.verified == nil {
+		k.verified = make(map[string]verifiedToken)
+	}
+	if len(k.verified) >= maxVerified {
+		for t, e := range k.verified {
+			if !now.Before(e.expires) {
+				delete(k.verified, t)
+			}
+		}
+		for t := range k.verified {
+			if len(k.verified) < maxVerified/2 {
+				break
+			}
+			delete(k.verified, t)
+		}
+	}
+	// The caller's string may alias a buffer it reuses (fiber's request headers do): the
+	// key is a copy of its own.
+	k.verified[strings.Clone(tok)] = v
+}
+
+func (k *Keys) verify(tok string) (Claims, error) {
 	var c Claims
 	_, err := jwt.ParseWithClaims(tok, &c, func(*jwt.Token) (any, error) { return k.key, nil },
 		jwt.WithValidMethods([]string{jwt.SigningMethodHS256.Alg()}),

@@ -4,10 +4,12 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/golang-jwt/jwt/v5"
 
@@ -202,5 +204,124 @@ func TestKeyFile(t *testing.T) {
 	}
 	if _, err := LoadOrCreateKeyFile(path); err == nil {
 		t.Error("a corrupt key file was accepted")
+	}
+}
+
+// TestVerifyCacheEnforcesExpiry: a token remembered by Verify still ends Leeway after its
+// exp, and a token differing from a remembered one only in its signature is still refused.
+func TestVerifyCacheEnforcesExpiry(t *testing.T) {
+	k := testKeys(t)
+	now := time.Now()
+	k.now = func() time.Time { return now }
+	tok, minted, err := k.Mint("ogp-2027", Attendee, "ana", time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 2; i++ {
+		if got, err := k.Verify(tok); err != nil || got.ID != minted.ID {
+			t.Fatalf("Verify #%d: %+v, %v", i, got, err)
+		}
+	}
+	if len(k.verified) != 1 {
+		t.Fatalf("%d tokens remembered, want 1", len(k.verified))
+	}
+	forged := tok[:len(tok)-2] + map[bool]string{true: "AA", false: "BB"}[!strings.HasSuffix(tok, "AA")]
+	if _, err := k.Verify(forged); err == nil {
+		t.Fatal("a token with another signature passed")
+	}
+
+	end := minted.ExpiresAt.Add(Leeway)
+	now = end.Add(-time.Second)
+	if _, err := k.Verify(tok); err != nil {
+		t.Fatalf("Verify a second before the end: %v", err)
+	}
+	now = end
+	_, err = k.Verify(tok)
+	var ce *cabildo.Error
+	if !errors.As(err, &ce) || ce.Code != cabildo.CodeUnauthorized {
+		t.Fatalf("Verify at the end: %v, want unauthorized", err)
+	}
+	if _, ok := k.verified[tok]; ok {
+		t.Fatal("an expired token is still remembered")
+	}
+	now = end.Add(time.Hour)
+	if _, err := k.Verify(tok); err == nil {
+		t.Fatal("an expired token passed")
+	}
+}
+
+// TestVerifyCacheNotBefore: a remembered token is refused again if the clock goes back
+// before its iat or nbf (less Leeway), as a fresh verification would.
+func TestVerifyCacheNotBefore(t *testing.T) {
+	k := testKeys(t)
+	now := time.Now()
+	k.now = func() time.Time { return now }
+	tok, minted, err := k.Mint("ogp-2027", Moderator, "ana", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := k.Verify(tok); err != nil {
+		t.Fatal(err)
+	}
+	now = minted.IssuedAt.Add(-Leeway - time.Second)
+	if _, err := k.Verify(tok); err == nil {
+		t.Fatal("a token used before it was issued passed")
+	}
+}
+
+// TestVerifyCacheBounded: the cache never holds more than maxVerified tokens, and Verify
+// is safe to call from many goroutines.
+func TestVerifyCacheBounded(t *testing.T) {
+	k := testKeys(t)
+	c := Claims{RegisteredClaims: jwt.RegisteredClaims{ExpiresAt: jwt.NewNumericDate(time.Now().Add(time.Hour))}}
+	for i := 0; i <= maxVerified; i++ {
+		k.remember("tok-"+strconv.Itoa(i), c, time.Now())
+	}
+	if n := len(k.verified); n > maxVerified || n == 0 {
+		t.Fatalf("%d tokens remembered, want 1..%d", n, maxVerified)
+	}
+	var toks []string
+	for i := 0; i < 8; i++ {
+		tok, _, err := k.Mint("ogp-2027", Attendee, "a", time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		toks = append(toks, tok)
+	}
+	var wg sync.WaitGroup
+	for g := 0; g < 8; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 200; i++ {
+				if _, err := k.Verify(toks[(g+i)%len(toks)]); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+// TestVerifyCacheOwnsKey: the text Verify is given may live in a buffer its caller reuses
+// (a web framework's request headers); what Verify remembers must not change with it.
+func TestVerifyCacheOwnsKey(t *testing.T) {
+	k := testKeys(t)
+	a, _, _ := k.Mint("ogp-2027", Attendee, "a", time.Hour)
+	b, cb, _ := k.Mint("ogp-2027", Attendee, "b", time.Hour)
+	buf := []byte(a)
+	if _, err := k.Verify(unsafe.String(&buf[0], len(buf))); err != nil {
+		t.Fatal(err)
+	}
+	copy(buf, b) // the caller's next request, in the same buffer
+	for tok, v := range k.verified {
+		if tok != a || v.claims.Subject != "a" {
+			t.Fatalf("remembered %q for %q, want a's token", tok, v.claims.Subject)
+		}
+	}
+	got, err := k.Verify(b)
+	if err != nil || got.Subject != "b" || got.ID != cb.ID {
+		t.Fatalf("Verify(b) = %+v, %v; want b's claims", got.RegisteredClaims, err)
 	}
 }
