@@ -455,3 +455,33 @@ func TestTextThatIsNotText(t *testing.T) {
 		t.Fatalf("a title with a joined emoji: %d, stored %q", r.Status, got.Title.ES)
 	}
 }
+
+// TestTextMergePatch: a bilingual text in a merge patch changes only the languages it
+// names: a string sets one, null removes one, and the other language stays.
+func TestTextMergePatch(t *testing.T) {
+	t.Parallel()
+	n := startNode(t, "", nil, "--demo")
+	s := pickSession(t, getSchedule(t, n), "breakout")
+	org := auth(n.token("organizer"))
+	path := fmt.Sprintf("/v1/events/%s/sessions/%d", demoEvent, s.ID)
+	type texts struct{ Title, Abstract struct{ ES, EN string } }
+	patch := func(body map[string]any) texts {
+		t.Helper()
+		r := n.do(t, req{method: "PATCH", path: path, header: org, body: body})
+		if r.Status != 200 {
+			t.Fatalf("PATCH %v: %d %s", body, r.Status, r.Body)
+		}
+		var got texts
+		r.json(t, &got)
+		return got
+	}
+	both := patch(map[string]any{"title": map[string]any{"es": "Título", "en": "Title"},
+		"abstract": map[string]any{"es": "Resumen", "en": "Abstract"}})
+	if both.Title.ES != "Título" || both.Title.EN != "Title" || both.Abstract.ES != "Resumen" || both.Abstract.EN != "Abstract" {
+		t.Fatalf("both languages set: %+v", both)
+	}
+	got := patch(map[string]any{"title": map[string]any{"en": "New title"}, "abstract": map[string]any{"es": nil}})
+	if got.Title.ES != "Título" || got.Title.EN != "New title" || got.Abstract.ES != "" || got.Abstract.EN != "Abstract" {
+		t.Fatalf("one language set and one removed: %+v", got)
+	}
+}

@@ -384,29 +384,25 @@ func textPatch(present map[string]jsontext.Value, key string) (func(*cabildo.Tex
 	if raw.Kind() == 'n' {
 		return func(t *cabildo.Text) { *t = cabildo.Text{} }, nil
 	}
-	var langs map[string]jsontext.Value
+	// The patch's languages were checked against the contract when the whole body was
+	// decoded; here only which are present, and which are null, is read.
+	var langs map[string]*string
 	if err := decodeStrict(raw, &langs); err != nil {
 		return nil, err
 	}
-	var in textPatchIn
-	if err := decodeStrict(raw, &in); err != nil {
-		return nil, err
-	}
 	return func(t *cabildo.Text) {
-		patchLang(&t.ES, in.ES, langs, string(cabildo.ES))
-		patchLang(&t.EN, in.EN, langs, string(cabildo.EN))
+		for _, l := range [...]struct {
+			dst  *string
+			lang cabildo.Lang
+		}{{&t.ES, cabildo.ES}, {&t.EN, cabildo.EN}} {
+			if v, ok := langs[string(l.lang)]; ok {
+				*l.dst = ""
+				if v != nil {
+					*l.dst = *v
+				}
+			}
+		}
 	}, nil
-}
-
-// patchLang applies one language of a text patch: set when given, removed when null, kept
-// when absent.
-func patchLang(dst *string, v *string, present map[string]jsontext.Value, lang string) {
-	switch {
-	case v != nil:
-		*dst = *v
-	case present[lang] != nil:
-		*dst = ""
-	}
 }
 
 func setOrClear[T any](dst *T, v *T, present map[string]jsontext.Value, key string) {
