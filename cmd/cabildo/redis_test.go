@@ -3,8 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"net/http"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -129,25 +127,7 @@ func TestRedisOutageCostsOneTimeout(t *testing.T) {
 			t.Fatalf("attendee token: %d %s", r.Status, truncate(r.Body))
 		}
 	}
-	metric := func(name string) float64 {
-		t.Helper()
-		resp, err := http.Get(n.base + "/metrics")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		for line := range strings.Lines(readAll(t, resp)) {
-			if rest, ok := strings.CutPrefix(line, name+" "); ok {
-				v, err := strconv.ParseFloat(strings.TrimSpace(rest), 64)
-				if err != nil {
-					t.Fatal(err)
-				}
-				return v
-			}
-		}
-		t.Fatalf("no %s in /metrics", name)
-		return 0
-	}
+	metric := func(name string) float64 { t.Helper(); return metricValue(t, n, name) }
 	for _, outage := range []struct {
 		name       string
 		stop, back func()

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"net/http"
 	"slices"
 	"strconv"
 	"strings"
@@ -337,23 +336,7 @@ func withEachString(body map[string]any, bad string) [][]byte {
 // must not move it.
 func projectionSeq(t *testing.T, n *node) uint64 {
 	t.Helper()
-	resp, err := http.Get(n.base + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	body := readAll(t, resp)
-	resp.Body.Close()
-	for line := range strings.Lines(body) {
-		if rest, ok := strings.CutPrefix(line, "cabildo_projection_sequence "); ok {
-			f, err := strconv.ParseFloat(strings.TrimSpace(rest), 64)
-			if err != nil {
-				t.Fatal(err)
-			}
-			return uint64(f)
-		}
-	}
-	t.Fatalf("no cabildo_projection_sequence in /metrics")
-	return 0
+	return uint64(metricValue(t, n, "cabildo_projection_sequence"))
 }
 
 // TestStrictFrames is the same rule for websocket frames: a member name in another case is
