@@ -191,7 +191,7 @@ func TestForeignKeyIsExplained(t *testing.T) {
 		t.Errorf("detail %q; want it to say the token was signed with a different key", p.Detail)
 	}
 	// The websocket's auth frame says the same.
-	c, _, err := websocket.DefaultDialer.Dial("ws"+strings.TrimPrefix(n.base, "http")+"/v1/ws", nil)
+	c, _, err := websocket.DefaultDialer.Dial(wsURL(n), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -18,7 +18,7 @@ import (
 func TestOwnOriginAndLoggedRefusals(t *testing.T) {
 	t.Parallel()
 	n := startNode(t, "", nil, "--demo")
-	url := "ws" + strings.TrimPrefix(n.base, "http") + "/v1/ws"
+	url := wsURL(n)
 	host := strings.TrimPrefix(n.base, "http://")
 	port := host[strings.LastIndexByte(host, ':'):]
 	tests := []struct {

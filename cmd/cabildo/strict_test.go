@@ -344,7 +344,7 @@ func projectionSeq(t *testing.T, n *node) uint64 {
 func TestStrictFrames(t *testing.T) {
 	t.Parallel()
 	n := startNode(t, "", nil, "--demo")
-	url := "ws" + strings.TrimPrefix(n.base, "http") + "/v1/ws"
+	url := wsURL(n)
 	c, _, err := websocket.DefaultDialer.Dial(url, nil)
 	if err != nil {
 		t.Fatal(err)
