@@ -194,7 +194,8 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 			return err
 		}
 	}
-	th := townhall.New(svc, lg, store, townhall.Options{Words: words, VoteQueue: cfg.QA.VoteQueue, VoteWait: cfg.QA.VoteWait})
+	th := townhall.New(svc, lg, store, townhall.Options{Words: words, VoteQueue: cfg.QA.VoteQueue, VoteWait: cfg.QA.VoteWait,
+		AnswerWithin: cfg.AppendTimeout})
 	defer th.Close()
 	channels.VoteInterval = cfg.QA.VoteInterval
 	if cfg.Demo && info.LastSeq == 0 {

@@ -30,8 +30,9 @@ type committer[T any] struct {
 	// record builds the log entry that holds items, all of one event.
 	record func(event string, items []T) cabildo.Record
 	// prepare, when set, may change the items of an entry just before it is appended;
-	// after is the sequence of this committer's previous entry (0 for none).
-	prepare func(event string, items []T, after uint64)
+	// after is the sequence of this committer's previous entry (0 for none). It must
+	// return by ctx's deadline, which is the entry's answer deadline.
+	prepare func(ctx context.Context, event string, items []T, after uint64)
 	last    uint64 // the sequence of the previous entry; run's goroutine only
 	// maxQueue, when above 0, bounds the writes waiting for their entry: one more is
 	// refused at once (shed), not stored. maxWait, when above 0, is how long a write may
@@ -40,6 +41,13 @@ type committer[T any] struct {
 	// moment; a shed write is answered 503 with Retry-After and was never stored.
 	maxQueue int
 	maxWait  time.Duration
+	// answerWithin, when above 0, bounds how long any write waits for its answer: an
+	// entry must be confirmed by its first write's arrival plus answerWithin, whatever
+	// the writes waited for before it (the append ahead of theirs, prepare). One that is
+	// not is answered unavailable; one whose deadline passed before its append started
+	// is never appended. Without it, a write queued behind an append that hung until its
+	// timeout would then wait for its own append's timeout too.
+	answerWithin time.Duration
 
 	mu      sync.Mutex
 	pending map[string][]*write[T] // by event
@@ -90,10 +98,7 @@ func newCommitter[T any](log Log, maxBatch int, what string, record func(string,
 // still waiting or in flight instead of queueing a second one; replayed says the write
 // was another request's with the same key (joined here, or found in the log).
 func (c *committer[T]) submit(ctx context.Context, event, key, hash string, item T) (seq uint64, index int, replayed bool, err error) {
-	w := &write[T]{item: item, hash: hash, done: make(chan struct{})}
-	if c.maxWait > 0 {
-		w.at = time.Now()
-	}
+	w := &write[T]{item: item, hash: hash, done: make(chan struct{}), at: time.Now()}
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
@@ -169,7 +174,7 @@ func (c *committer[T]) run() {
 		if batch = c.shedLate(batch); len(batch) == 0 {
 			continue
 		}
-		seq, dup, err := c.append(event, batch)
+		seq, dup, err := c.appendBy(event, batch)
 		if err == nil {
 			c.last = seq
 		} else {
@@ -265,13 +270,24 @@ func (c *committer[T]) takeAll() []*write[T] {
 	return all
 }
 
-func (c *committer[T]) append(event string, batch []*write[T]) (seq uint64, dup bool, err error) {
+// appendBy appends a batch as one entry by the batch's answer deadline (see answerWithin).
+func (c *committer[T]) appendBy(event string, batch []*write[T]) (seq uint64, dup bool, err error) {
+	ctx := context.Background()
+	if c.answerWithin > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadline(ctx, batch[0].at.Add(c.answerWithin))
+		defer cancel()
+	}
 	items := make([]T, len(batch))
 	for i, w := range batch {
 		items[i] = w.item
 	}
 	if c.prepare != nil {
-		c.prepare(event, items, c.last)
+		c.prepare(ctx, event, items, c.last)
+	}
+	if ctx.Err() != nil {
+		return 0, false, &cabildo.Error{Code: cabildo.CodeUnavailable, RetryAfter: 2 * time.Second, Err: errLate,
+			Message: fmt.Sprintf("the log of record is slow to take %ss right now; this one was not stored: send it again after Retry-After", c.what)}
 	}
 	rec := c.record(event, items)
 	data, err := json.Marshal(rec)
@@ -288,7 +304,7 @@ func (c *committer[T]) append(event string, batch []*write[T]) (seq uint64, dup 
 	if len(batch) == 1 {
 		msgID = batch[0].msgID
 	}
-	return c.log.Append(context.Background(), rec.Subject(), data, nil, msgID)
+	return c.log.Append(ctx, rec.Subject(), data, nil, msgID)
 }
 
 // close refuses new writes and fails the waiting ones; the batch in flight completes.

@@ -35,6 +35,11 @@ type Options struct {
 	// Defaults DefaultVoteQueue and DefaultVoteWait; below 0, no bound.
 	VoteQueue int
 	VoteWait  time.Duration
+	// AnswerWithin bounds how long a question or vote waits for its answer, counted from
+	// its arrival, whatever is ahead of it: set it to the log's append timeout, so that a
+	// write sent as the log goes away hears "unavailable, retry" within that, not within
+	// a multiple of it. Default DefaultAnswerWithin; below 0, no bound.
+	AnswerWithin time.Duration
 }
 
 // Defaults for Options.VoteQueue and VoteWait: a few entries' worth of votes, and a wait
@@ -42,6 +47,8 @@ type Options struct {
 const (
 	DefaultVoteQueue = 4000
 	DefaultVoteWait  = 200 * time.Millisecond
+	// DefaultAnswerWithin is the log's default append timeout.
+	DefaultAnswerWithin = 1500 * time.Millisecond
 )
 
 // Service runs the town hall's use cases.
@@ -69,6 +76,9 @@ func New(commits *schedule.Service, log Log, view *projection.Store, opts Option
 	if opts.VoteWait == 0 {
 		opts.VoteWait = DefaultVoteWait
 	}
+	if opts.AnswerWithin == 0 {
+		opts.AnswerWithin = DefaultAnswerWithin
+	}
 	s := &Service{commits: commits, view: view, screen: newScreener(opts.Words),
 		votes: newCommitter(log, opts.MaxBatch, "vote", func(event string, votes []cabildo.VoteOp) cabildo.Record {
 			return cabildo.Record{Type: cabildo.RecordVotesCast, Event: event, Votes: votes}
@@ -77,6 +87,7 @@ func New(commits *schedule.Service, log Log, view *projection.Store, opts Option
 			return cabildo.Record{Type: cabildo.RecordQuestionsAsked, Event: event, Asked: asked}
 		})}
 	s.votes.maxQueue, s.votes.maxWait = max(0, opts.VoteQueue), max(0, opts.VoteWait)
+	s.votes.answerWithin, s.asks.answerWithin = max(0, opts.AnswerWithin), max(0, opts.AnswerWithin)
 	s.asks.prepare = s.screenAsked
 	return s
 }
@@ -84,9 +95,16 @@ func New(commits *schedule.Service, log Log, view *projection.Store, opts Option
 // screenAsked flags the questions of an entry about to be appended, against everything
 // this node's projection holds, once it holds this node's previous entry too (the last
 // entry's questions are the likeliest to be repeated in a burst), and against each other.
-func (s *Service) screenAsked(event string, asked []cabildo.Asked, after uint64) {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-	_ = s.view.WaitFor(ctx, after) // late: screen against what there is
+// It waits for that entry for at most a second and at most half of what is left before
+// the entry's answer deadline, so a projection that stopped hearing from the log (the log
+// went away) leaves the append its time.
+func (s *Service) screenAsked(ctx context.Context, event string, asked []cabildo.Asked, after uint64) {
+	wait := time.Second
+	if d, ok := ctx.Deadline(); ok {
+		wait = min(wait, time.Until(d)/2)
+	}
+	wctx, cancel := context.WithTimeout(ctx, wait)
+	_ = s.view.WaitFor(wctx, after) // late: screen against what there is
 	cancel()
 	mine := make([]map[string]bool, len(asked))
 	for i := range asked {
@@ -336,4 +354,5 @@ func errNoEvent(event string) error {
 var (
 	errClosed     = errors.New("townhall: closed")
 	errOverloaded = errors.New("townhall: over capacity")
+	errLate       = errors.New("townhall: answer deadline passed before the append")
 )
