@@ -78,6 +78,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	}
 
 	// The log of record.
+	started := time.Now()
 	var nc *nats.Conn
 	if cfg.NATSURL == "" {
 		emb, err := natslog.StartEmbedded(natslog.EmbeddedOptions{
@@ -112,6 +113,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	if err != nil {
 		return err
 	}
+	log.Debug("log of record open", "took", time.Since(started).Round(time.Millisecond))
 
 	// The cache.
 	var (
@@ -304,7 +306,9 @@ func newLogger(cfg config.Serve, w io.Writer) *slog.Logger {
 // restoreSnapshot loads the cached projection when it was built from this very log and
 // is not ahead of it; anything else is refused and the node rebuilds from the log alone.
 func restoreSnapshot(ctx context.Context, log *slog.Logger, cc cache, store *projection.Store, info natslog.Info) {
+	start := time.Now()
 	snap, ok, err := cc.LoadSnapshot(ctx, snapshotKey)
+	loaded := time.Since(start)
 	switch {
 	case err != nil:
 		log.Warn("snapshot unavailable; rebuilding from the log", "err", err)
@@ -320,7 +324,8 @@ func restoreSnapshot(ctx context.Context, log *slog.Logger, cc cache, store *pro
 		if seq, err := store.Restore(snap.Data); err != nil {
 			log.Warn("snapshot unreadable; rebuilding from the log", "err", err)
 		} else {
-			log.Info("restored snapshot", "seq", seq)
+			log.Info("restored snapshot", "seq", seq, "bytes", len(snap.Data),
+				"load", loaded.Round(time.Millisecond), "decode", (time.Since(start) - loaded).Round(time.Millisecond))
 		}
 	}
 }

@@ -1,6 +1,7 @@
 package projection_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -303,7 +304,7 @@ func TestApplySkips(t *testing.T) {
 			var applied []uint64
 			s := base(t, projection.Options{OnApply: func(a projection.Applied) { applied = append(applied, a.Seq) }})
 			applied = nil
-			_, before, err := s.Snapshot()
+			_, before, err := s.DumpJSON()
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -322,7 +323,7 @@ func TestApplySkips(t *testing.T) {
 			if tt.seq > 3 {
 				wantSubject = tt.seq
 			}
-			_, after, err := s.Snapshot()
+			_, after, err := s.DumpJSON()
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -726,8 +727,12 @@ func TestRestoreRefuses(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	_, dump, err := src.DumpJSON()
+	if err != nil {
+		t.Fatal(err)
+	}
 	var wrongFormat map[string]any
-	if err := json.Unmarshal(data, &wrongFormat); err != nil {
+	if err := json.Unmarshal(dump, &wrongFormat); err != nil {
 		t.Fatal(err)
 	}
 	wrongFormat["format"] = 99
@@ -735,6 +740,13 @@ func TestRestoreRefuses(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	empty := func(*testing.T) *projection.Store { return projection.New(projection.Options{}) }
+	// Format 3 damaged: cut short, a byte flipped in the last event, a section length
+	// that overruns, and the header alone.
+	flipped := bytes.Clone(data)
+	flipped[len(flipped)-10] ^= 0xff
+	magic := data[:bytes.IndexByte(data, '\n')+1]
+	overrun := append(bytes.Clone(magic), 0xff, 0xff, 0xff, 0xff, 0x0f, 1, 2, 3)
 	tests := []struct {
 		name  string
 		store func(t *testing.T) *projection.Store
@@ -745,13 +757,23 @@ func TestRestoreRefuses(t *testing.T) {
 			historyLog(t).entries[0].applyTo(s)
 			return s
 		}, data},
+		{"non-empty store, format 2", func(t *testing.T) *projection.Store {
+			s := projection.New(projection.Options{})
+			historyLog(t).entries[0].applyTo(s)
+			return s
+		}, dump},
 		{"store that only skipped an entry", func(t *testing.T) *projection.Store {
 			s := projection.New(projection.Options{})
 			s.Apply(1, "x", atSeq(1), []byte("junk"))
 			return s
 		}, data},
-		{"not json", func(*testing.T) *projection.Store { return projection.New(projection.Options{}) }, []byte("{")},
-		{"other format", func(*testing.T) *projection.Store { return projection.New(projection.Options{}) }, other},
+		{"not json", empty, []byte("{")},
+		{"other format", empty, other},
+		{"empty", empty, nil},
+		{"format 3 cut short", empty, data[:len(data)/2]},
+		{"format 3 with a byte flipped", empty, flipped},
+		{"format 3 section overruns", empty, overrun},
+		{"format 3 magic alone", empty, magic},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -763,6 +785,13 @@ func TestRestoreRefuses(t *testing.T) {
 			if got := s.Seq(); got != before {
 				t.Errorf("Seq after a refused Restore = %d, want %d", got, before)
 			}
+			if tt.name != "non-empty store" && tt.name != "non-empty store, format 2" && tt.name != "store that only skipped an entry" {
+				n := 0
+				s.Each(func(*projection.EventState) { n++ })
+				if n != 0 {
+					t.Errorf("a refused Restore left %d events", n)
+				}
+			}
 		})
 	}
 }
@@ -771,11 +800,11 @@ func TestRestoreRefuses(t *testing.T) {
 // programmes and change histories.
 func compareStores(t *testing.T, got, want *projection.Store) {
 	t.Helper()
-	gseq, gdata, err := got.Snapshot()
+	gseq, gdata, err := got.DumpJSON()
 	if err != nil {
 		t.Fatal(err)
 	}
-	wseq, wdata, err := want.Snapshot()
+	wseq, wdata, err := want.DumpJSON()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,19 +1,80 @@
 package projection
 
 import (
+	"bytes"
+	"encoding/binary"
+	"encoding/gob"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/cabildo/cabildo/internal/cabildo"
 )
 
-// TestSnapshotIsFormat2 pins the snapshot bytes to format 2 as encoding/json writes the
-// whole state in one piece, which is how the previous versions wrote it: events encoded in
-// parallel must change nothing, so a snapshot already in the cache still restores and one
-// written now restores in a node of the previous version.
-func TestSnapshotIsFormat2(t *testing.T) {
+// TestDumpJSONIsFormat2 pins DumpJSON's bytes to format 2 as encoding/json writes the
+// whole state in one piece, which is how the previous versions wrote their snapshots:
+// events encoded in parallel must change nothing, so a format-2 snapshot already in the
+// cache still restores. A format-3 snapshot of the same store restores to the same state.
+func TestDumpJSONIsFormat2(t *testing.T) {
+	s := formatTestStore(t)
+	_, got, err := s.DumpJSON()
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := snapshotState{Version: 2, Seq: s.seq, Events: map[string]snapshotEvent{}, Subjects: s.subjects, Idem: s.idem}
+	for id, e := range s.events {
+		st.Events[id] = snapshotEvent{Event: e.Programme.Event, Rooms: e.Programme.Rooms,
+			Tracks: e.Programme.Tracks, Speakers: e.Programme.Speakers, Sessions: e.Programme.Sessions,
+			Version: e.Version, Updated: e.Updated, SessionMeta: e.Sessions, RoomMeta: e.Rooms,
+			TrackMeta: e.Tracks, SpeakerMeta: e.Speakers, ByID: e.ByID, Changes: e.Changes, Horizon: e.Horizon, EventVer: e.EventVersion, Created: e.Created,
+			Ann: e.Announcements, AnnVersion: e.AnnouncementsVersion, QA: e.QA}
+	}
+	want, err := json.Marshal(st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(got) != string(want) {
+		t.Fatalf("snapshot differs from format 2 as encoding/json writes it:\ngot  %s\nwant %s", got, want)
+	}
+	// And the previous versions' bytes restore to the same state.
+	r := New(Options{})
+	if _, err := r.Restore(want); err != nil {
+		t.Fatalf("Restore of format 2 written by encoding/json: %v", err)
+	}
+	if _, again, _ := r.DumpJSON(); string(again) != string(want) {
+		t.Errorf("restored from encoding/json's bytes, the state differs")
+	}
+	_, bin, err := s.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(string(bin), snapshotMagic) {
+		t.Fatalf("Snapshot writes %q..., want format 3", bin[:min(len(bin), 20)])
+	}
+	r3 := New(Options{})
+	if _, err := r3.Restore(bin); err != nil {
+		t.Fatalf("Restore of format 3: %v", err)
+	}
+	if _, again, _ := r3.DumpJSON(); string(again) != string(want) {
+		t.Errorf("restored from format 3, the state differs:\ngot  %s\nwant %s", again, want)
+	}
+}
+
+// snapshotState is format 2 as one value, as the versions before parallel encoding wrote it.
+type snapshotState struct {
+	Version  int                      `json:"format"`
+	Seq      uint64                   `json:"seq"`
+	Events   map[string]snapshotEvent `json:"events"`
+	Subjects map[string]uint64        `json:"subjects"`
+	Idem     map[string]Idempotent    `json:"idempotency"`
+}
+
+// formatTestStore holds three events with a programme, a change history, idempotency keys
+// and a town hall each.
+func formatTestStore(t *testing.T) *Store {
+	t.Helper()
 	s := New(Options{})
 	at := time.Date(2027, 4, 13, 15, 0, 0, 0, time.UTC)
 	seq := uint64(0)
@@ -54,31 +115,45 @@ func TestSnapshotIsFormat2(t *testing.T) {
 		add(cabildo.Record{Type: cabildo.RecordVotesCast, Event: ev, Votes: []cabildo.VoteOp{
 			{Session: id, Question: 1, Attendee: "a2", Up: true}, {Session: id, Question: 2, Attendee: "a1", Up: true}}})
 	}
-	_, got, err := s.Snapshot()
+	return s
+}
+
+// TestSnapshotSplitsEvents: a format-3 snapshot cuts each event's change history into
+// sections and gives each town hall its own, and puts them back together in order.
+func TestSnapshotSplitsEvents(t *testing.T) {
+	s := formatTestStore(t)
+	defer func(n int) { changesPerSection = n }(changesPerSection)
+	changesPerSection = 2
+	_, data, err := s.Snapshot()
 	if err != nil {
 		t.Fatal(err)
 	}
-	st := snapshotState{Version: 2, Seq: s.seq, Events: map[string]snapshotEvent{}, Subjects: s.subjects, Idem: s.idem}
-	for id, e := range s.events {
-		st.Events[id] = snapshotEvent{Event: e.Programme.Event, Rooms: e.Programme.Rooms,
-			Tracks: e.Programme.Tracks, Speakers: e.Programme.Speakers, Sessions: e.Programme.Sessions,
-			Version: e.Version, Updated: e.Updated, SessionMeta: e.Sessions, RoomMeta: e.Rooms,
-			TrackMeta: e.Tracks, SpeakerMeta: e.Speakers, ByID: e.ByID, Changes: e.Changes, Horizon: e.Horizon, EventVer: e.EventVersion, Created: e.Created,
-			Ann: e.Announcements, AnnVersion: e.AnnouncementsVersion, QA: e.QA}
-	}
-	want, err := json.Marshal(st)
+	_, want, err := s.DumpJSON()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if string(got) != string(want) {
-		t.Fatalf("snapshot differs from format 2 as encoding/json writes it:\ngot  %s\nwant %s", got, want)
+	var h snapshotHeader
+	rest := data[len(snapshotMagic):]
+	n, k := binary.Uvarint(rest)
+	if err := gob.NewDecoder(bytes.NewReader(rest[k+4 : k+4+int(n)])).Decode(&h); err != nil {
+		t.Fatal(err)
 	}
-	// And the previous versions' bytes restore to the same state.
+	kinds := map[sectionKind]int{}
+	for _, sec := range h.Sections {
+		kinds[sec.Kind]++
+	}
+	changes := 0
+	for _, e := range s.events {
+		changes += (len(e.Changes) + 1) / 2
+	}
+	if kinds[sectionEvent] != 3 || kinds[sectionQA] != 3 || kinds[sectionChanges] != changes {
+		t.Fatalf("sections %v, want 3 events, 3 town halls and %d slices of history", kinds, changes)
+	}
 	r := New(Options{})
-	if _, err := r.Restore(want); err != nil {
-		t.Fatalf("Restore of format 2 written by encoding/json: %v", err)
+	if _, err := r.Restore(data); err != nil {
+		t.Fatal(err)
 	}
-	if _, again, _ := r.Snapshot(); string(again) != string(want) {
-		t.Errorf("restored from encoding/json's bytes, the snapshot differs")
+	if _, got, _ := r.DumpJSON(); string(got) != string(want) {
+		t.Errorf("restored from sections, the state differs:\ngot  %s\nwant %s", got, want)
 	}
 }

@@ -227,7 +227,7 @@ func (c *Cache) LoadSnapshot(ctx context.Context, key string) (cabildo.Snapshot,
 	chunks, err1 := strconv.Atoi(fmt.Sprint(vals[3]))
 	size, err2 := strconv.Atoi(fmt.Sprint(vals[5]))
 	parts, ok := vals[4].(string)
-	if err1 != nil || err2 != nil || !ok || chunks < 0 || size < 0 || data != "" {
+	if err1 != nil || err2 != nil || !ok || chunks < 0 || size < 0 || chunks > size || data != "" {
 		return cabildo.Snapshot{}, false, fmt.Errorf("rediscache: load snapshot %q: malformed entry", key)
 	}
 	snap.Data = make([]byte, 0, size)
