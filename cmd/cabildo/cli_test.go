@@ -43,7 +43,7 @@ func TestCLIHelp(t *testing.T) {
 		args []string
 		want []string // in stdout
 	}{
-		{[]string{"--help"}, []string{"usage: cabildo", "serve", "token create", "version", "rest, ws, townhall, peer) or a cold start (coldstart"}},
+		{[]string{"--help"}, []string{"usage: cabildo", "serve", "token create", "version", "rest, ws, townhall, peer), a cold start (coldstart) or the floor for reads (floor)"}},
 		{[]string{"-h"}, []string{"usage: cabildo"}},
 		{[]string{"help"}, []string{"usage: cabildo"}},
 		{[]string{"help", "serve"}, []string{"usage: cabildo serve", "--addr"}},
@@ -51,7 +51,7 @@ func TestCLIHelp(t *testing.T) {
 		{[]string{"serve", "-h"}, []string{"usage: cabildo serve"}},
 		{[]string{"token", "--help"}, []string{"usage: cabildo token create", "--event", "--subject", "--ttl", "--signing-key"}},
 		{[]string{"token", "create", "--help"}, []string{"usage: cabildo token create", "--subject", "(default 72h0m0s)"}},
-		{[]string{"loadgen", "--help"}, []string{"usage: cabildo loadgen", "rest", "ws", "townhall", "peer", "coldstart"}},
+		{[]string{"loadgen", "--help"}, []string{"usage: cabildo loadgen", "rest", "ws", "townhall", "peer", "coldstart", "floor"}},
 		{[]string{"loadgen", "rest", "--help"}, []string{"--url", "--concurrency"}},
 		{[]string{"loadgen", "ws", "--help"}, []string{"clients"}},
 	}
@@ -90,7 +90,7 @@ func TestCLIUsageErrors(t *testing.T) {
 		{[]string{"token", "create", "--event", "e1", "--frob"}, "cabildo token create: unknown flag --frob (see 'cabildo token create --help')\n"},
 		{[]string{"token"}, "cabildo token: missing command: cabildo token create (see 'cabildo token --help')\n"},
 		{[]string{"token", "list"}, "cabildo token: unknown command \"list\": only create (see 'cabildo token --help')\n"},
-		{[]string{"loadgen", "http"}, "cabildo loadgen: unknown mode \"http\": rest, ws, townhall, peer or coldstart (see 'cabildo loadgen --help')\n"},
+		{[]string{"loadgen", "http"}, "cabildo loadgen: unknown mode \"http\": rest, ws, townhall, peer, coldstart or floor (see 'cabildo loadgen --help')\n"},
 		{[]string{"loadgen", "rest", "--url"}, "cabildo loadgen rest: --url needs a value (see 'cabildo loadgen rest --help')\n"},
 		{[]string{"loadgen", "ws", "--bogus"}, "cabildo loadgen ws: unknown flag --bogus (see 'cabildo loadgen ws --help')\n"},
 		{[]string{"loadgen", "townhall", "--duration", "5"}, "cabildo loadgen townhall: --duration: \"5\" is not a duration; use a unit, such as 72h or 30m\n"},

@@ -31,6 +31,7 @@ modes:
   peer       the ws load against a server speaking the Centrifugo protocol, for comparison
   coldstart  write a big log (1,000,000 entries) for cold-start measurements, or read one
              back: raw replay rate and projection rebuild time
+  floor      serve one read's bytes from a minimal Go server: the floor for reads
 
 Run 'cabildo loadgen <mode> --help' for a mode's flags.
 `
@@ -39,7 +40,7 @@ Run 'cabildo loadgen <mode> --help' for a mode's flags.
 // each, so runs can be compared and kept (docs/benchmarks.md).
 func loadgen(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
-		return &config.UsageError{Cmd: "loadgen", Msg: "missing mode: rest, ws, townhall, peer or coldstart", SeeHelp: true}
+		return &config.UsageError{Cmd: "loadgen", Msg: "missing mode: rest, ws, townhall, peer, coldstart or floor", SeeHelp: true}
 	}
 	if isHelp(args) {
 		fmt.Fprint(stdout, loadgenUsage)
@@ -47,10 +48,10 @@ func loadgen(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	mode := map[string]func(context.Context, []string, io.Writer, io.Writer) error{
 		"rest": loadgenREST, "ws": loadgenWS, "townhall": loadgenTownHall, "peer": loadgenPeer,
-		"coldstart": loadgenColdStart,
+		"coldstart": loadgenColdStart, "floor": loadgenFloor,
 	}[args[0]]
 	if mode == nil {
-		return &config.UsageError{Cmd: "loadgen", Msg: fmt.Sprintf("unknown mode %q: rest, ws, townhall, peer or coldstart", args[0]), SeeHelp: true}
+		return &config.UsageError{Cmd: "loadgen", Msg: fmt.Sprintf("unknown mode %q: rest, ws, townhall, peer, coldstart or floor", args[0]), SeeHelp: true}
 	}
 	if slices.ContainsFunc(args[1:], func(a string) bool { return a == "-h" || a == "-help" || a == "--help" }) {
 		// A mode prints its flags where its flag set writes; help belongs on stdout.

@@ -51,7 +51,7 @@ usage: cabildo <command> [flags]
 commands:
   serve          run a node (in-process NATS and cache unless --nats-url/--redis-url)
   token create   mint an organizer or moderator token for one event
-  loadgen        measure a running node (rest, ws, townhall, peer) or a cold start (coldstart)
+  loadgen        measure a running node (rest, ws, townhall, peer), a cold start (coldstart) or the floor for reads (floor)
   version        print the version of this binary
   help           print this help, or a command's: cabildo help serve
 
