@@ -53,8 +53,8 @@ func loadgenFloor(ctx context.Context, args []string, stdout, stderr io.Writer) 
 
 // floor holds the three answers: header and body of the plain and gzip 200, and the 304.
 type floor struct {
-	plain, gzip [2][]byte
-	notModified []byte
+	plain, gzip  [2][]byte
+	notModified  []byte
 	etag, etagGz []byte
 }
 

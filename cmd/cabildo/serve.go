@@ -197,7 +197,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		}
 	}
 	th := townhall.New(svc, lg, store, townhall.Options{Words: words, VoteQueue: cfg.QA.VoteQueue, VoteWait: cfg.QA.VoteWait,
-		AnswerWithin: cfg.AppendTimeout})
+		AnswerWithin: cfg.AppendTimeout, VoteConcurrency: cfg.QA.VoteConcurrency})
 	defer th.Close()
 	channels.VoteInterval = cfg.QA.VoteInterval
 	if cfg.Demo && info.LastSeq == 0 {

@@ -70,6 +70,9 @@ type QA struct {
 	// one may wait: beyond either a vote is shed (503 with Retry-After, not stored).
 	VoteQueue int
 	VoteWait  time.Duration
+	// VoteConcurrency bounds the vote requests a node works on at once, from their
+	// arrival to their answer: one more is shed at once.
+	VoteConcurrency int
 }
 
 // env names every flag's environment variable: CABILDO_ plus the flag in upper snake case.
@@ -148,6 +151,7 @@ func serveFlags(c *Serve) *flag.FlagSet {
 	fs.DurationVar(&c.QA.VoteInterval, "qa-vote-interval", 250*time.Millisecond, "publish a session's changed vote counts at most this often")
 	fs.IntVar(&c.QA.VoteQueue, "qa-vote-queue", 4000, "votes that may wait on this node for the log; beyond them a vote is refused with 503 and Retry-After, not stored")
 	fs.DurationVar(&c.QA.VoteWait, "qa-vote-wait", 200*time.Millisecond, "how long a vote may wait for the log before it is refused with 503 and Retry-After, not stored")
+	fs.IntVar(&c.QA.VoteConcurrency, "qa-vote-concurrency", 256, "vote requests this node works on at once; one more is refused at once with 503 and Retry-After, not stored")
 	fs.DurationVar(&c.ShutdownGrace, "shutdown-grace", 10*time.Second, "how long shutdown waits for in-flight work")
 	fs.StringVar(&c.DebugAddr, "debug-addr", "", "serve the Go profiler (/debug/pprof/) on this private address, e.g. 127.0.0.1:6060")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
@@ -204,6 +208,7 @@ func (c Serve) validate() error {
 		{"qa-vote-interval", c.QA.VoteInterval <= 0, "> 0"},
 		{"qa-vote-queue", c.QA.VoteQueue < 1, "at least 1"},
 		{"qa-vote-wait", c.QA.VoteWait <= 0, "> 0"},
+		{"qa-vote-concurrency", c.QA.VoteConcurrency < 1, "at least 1"},
 		{"shutdown-grace", c.ShutdownGrace <= 0, "> 0"},
 	} {
 		if p.bad {

@@ -284,9 +284,11 @@ func (s *Server) myQuestions(c *fiber.Ctx) error {
 // shedding votes: past capacity, each vote turned away must cost as little as possible, so
 // that questions and moderation keep the CPU they need.
 func (s *Server) voteGate(c *fiber.Ctx) error {
-	if err := s.opts.TownHall.Service.VotesOverloaded(); err != nil {
+	th := s.opts.TownHall.Service
+	if err := th.AdmitVote(); err != nil {
 		return err
 	}
+	defer th.VoteDone()
 	return c.Next()
 }
 

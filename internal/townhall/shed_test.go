@@ -137,8 +137,17 @@ func TestVotesThatWaitTooLongAreShed(t *testing.T) {
 	}
 }
 
-// While the vote queue is full, VotesOverloaded says so (the HTTP layer's early check),
-// and stops once it drains.
+// admitNow asks AdmitVote and, when admitted, ends the request at once.
+func admitNow(svc *Service) error {
+	if err := svc.AdmitVote(); err != nil {
+		return err
+	}
+	svc.VoteDone()
+	return nil
+}
+
+// While the vote queue is full, AdmitVote refuses (the HTTP layer's early check), and
+// stops once it drains.
 func TestVotesOverloadedWhileTheQueueIsFull(t *testing.T) {
 	n := newNode(t)
 	ref := n.session(t)
@@ -146,7 +155,7 @@ func TestVotesOverloadedWhileTheQueueIsFull(t *testing.T) {
 	g := &gatedLog{Log: n.log, gate: make(chan struct{}), held: make(chan struct{})}
 	svc := New(n.sched, g, n.store, Options{VoteQueue: 2, VoteWait: -1})
 	t.Cleanup(svc.Close)
-	if err := svc.VotesOverloaded(); err != nil {
+	if err := admitNow(svc); err != nil {
 		t.Fatalf("an idle node is overloaded: %v", err)
 	}
 	var o shedOutcome
@@ -156,19 +165,50 @@ func TestVotesOverloadedWhileTheQueueIsFull(t *testing.T) {
 	for i := range 2 {
 		wg.Go(func() { o.vote(t, svc, ref, q, fmt.Sprint("voter-", i)) })
 	}
-	for deadline := time.Now().Add(5 * time.Second); svc.VotesOverloaded() == nil; time.Sleep(time.Millisecond) {
+	for deadline := time.Now().Add(5 * time.Second); admitNow(svc) == nil; time.Sleep(time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatal("a full vote queue is not overloaded")
 		}
 	}
-	err := svc.VotesOverloaded()
+	err := admitNow(svc)
 	if ce, _ := err.(*cabildo.Error); ce == nil || ce.Code != cabildo.CodeUnavailable || ce.RetryAfter <= 0 {
 		t.Fatalf("overloaded: %v, want unavailable with a Retry-After", err)
 	}
 	close(g.gate)
 	wg.Wait()
-	if err := svc.VotesOverloaded(); err != nil {
+	if err := admitNow(svc); err != nil {
 		t.Fatalf("drained, still overloaded: %v", err)
 	}
 	o.check(t, n, ref, q)
+}
+
+// At most VoteConcurrency vote requests are in progress: one more is refused at once, as
+// unavailable with a Retry-After, and admitted again once one of them is answered.
+func TestVotesBeyondTheConcurrencyAreShed(t *testing.T) {
+	n := newNode(t)
+	svc := New(n.sched, n.log, n.store, Options{VoteQueue: -1, VoteWait: -1, VoteConcurrency: 3})
+	t.Cleanup(svc.Close)
+	for i := range 3 {
+		if err := svc.AdmitVote(); err != nil {
+			t.Fatalf("vote request %d of 3 refused: %v", i+1, err)
+		}
+	}
+	err := svc.AdmitVote()
+	if ce, _ := err.(*cabildo.Error); ce == nil || ce.Code != cabildo.CodeUnavailable || ce.RetryAfter <= 0 {
+		t.Fatalf("a fourth vote request: %v, want unavailable with a Retry-After", err)
+	}
+	if v, _ := svc.Stats(); v.Shed != 1 {
+		t.Fatalf("votes shed %d, want 1", v.Shed)
+	}
+	svc.VoteDone()
+	if err := svc.AdmitVote(); err != nil {
+		t.Fatalf("one answered, the next is still refused: %v", err)
+	}
+	unbound := New(n.sched, n.log, n.store, Options{VoteQueue: -1, VoteWait: -1, VoteConcurrency: -1})
+	t.Cleanup(unbound.Close)
+	for i := range 1000 {
+		if err := unbound.AdmitVote(); err != nil {
+			t.Fatalf("without a bound, vote request %d refused: %v", i+1, err)
+		}
+	}
 }

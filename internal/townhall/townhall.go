@@ -10,6 +10,7 @@ import (
 	"errors"
 	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cabildo/cabildo/internal/cabildo"
@@ -40,6 +41,11 @@ type Options struct {
 	// write sent as the log goes away hears "unavailable, retry" within that, not within
 	// a multiple of it. Default DefaultAnswerWithin; below 0, no bound.
 	AnswerWithin time.Duration
+	// VoteConcurrency bounds the votes this node works on at once (AdmitVote): past
+	// capacity a vote request waits for the CPU like every other request, and with
+	// thousands of them in the run queue questions and moderation wait behind them
+	// too. Default DefaultVoteConcurrency; below 0, no bound.
+	VoteConcurrency int
 }
 
 // Defaults for Options.VoteQueue and VoteWait: a few entries' worth of votes, and a wait
@@ -47,6 +53,9 @@ type Options struct {
 const (
 	DefaultVoteQueue = 4000
 	DefaultVoteWait  = 200 * time.Millisecond
+	// DefaultVoteConcurrency keeps the votes in progress to what a node answers in about
+	// 20 ms at its capacity (docs/benchmarks.md), far above what a packed hall needs.
+	DefaultVoteConcurrency = 256
 	// DefaultAnswerWithin is the log's default append timeout.
 	DefaultAnswerWithin = 1500 * time.Millisecond
 )
@@ -59,6 +68,9 @@ type Service struct {
 	votes   *committer[cabildo.VoteOp]
 	asks    *committer[cabildo.Asked]
 	modMu   sync.Mutex // one moderation commit at a time on this node
+
+	voting    atomic.Int64 // vote requests admitted and not yet answered
+	maxVoting int64        // 0: no bound
 }
 
 // New returns a Service appending through commits (the shared write path) and log (for the
@@ -76,6 +88,9 @@ func New(commits *schedule.Service, log Log, view *projection.Store, opts Option
 	if opts.VoteWait == 0 {
 		opts.VoteWait = DefaultVoteWait
 	}
+	if opts.VoteConcurrency == 0 {
+		opts.VoteConcurrency = DefaultVoteConcurrency
+	}
 	if opts.AnswerWithin == 0 {
 		opts.AnswerWithin = DefaultAnswerWithin
 	}
@@ -88,6 +103,7 @@ func New(commits *schedule.Service, log Log, view *projection.Store, opts Option
 		})}
 	s.votes.maxQueue, s.votes.maxWait = max(0, opts.VoteQueue), max(0, opts.VoteWait)
 	s.votes.answerWithin, s.asks.answerWithin = max(0, opts.AnswerWithin), max(0, opts.AnswerWithin)
+	s.maxVoting = int64(max(0, opts.VoteConcurrency))
 	s.asks.prepare = s.screenAsked
 	return s
 }
@@ -113,16 +129,27 @@ func (s *Service) screenAsked(ctx context.Context, event string, asked []cabildo
 	}
 }
 
-// VotesOverloaded returns the error a vote gets when this node is shedding votes now (its
-// vote queue is full, or the oldest waiting vote is past the wait budget), nil otherwise.
-// The HTTP layer asks before anything else, so a shed vote costs next to nothing.
-func (s *Service) VotesOverloaded() error {
+// AdmitVote admits one vote request, or returns the error it gets when this node is
+// shedding votes now: as many are in progress as VoteConcurrency allows, its vote queue
+// is full, or the oldest waiting vote is past the wait budget. An admitted request calls
+// VoteDone once answered. The HTTP layer asks before anything else, so a shed vote costs
+// next to nothing.
+func (s *Service) AdmitVote() error {
+	if n := s.voting.Add(1); s.maxVoting > 0 && n > s.maxVoting {
+		s.voting.Add(-1)
+		s.votes.shed.Add(1)
+		return s.votes.overloaded()
+	}
 	if s.votes.overloadedNow() {
+		s.voting.Add(-1)
 		s.votes.shed.Add(1)
 		return s.votes.overloaded()
 	}
 	return nil
 }
+
+// VoteDone ends a vote request AdmitVote admitted.
+func (s *Service) VoteDone() { s.voting.Add(-1) }
 
 // Stats counts this node's group commits of votes and of questions.
 func (s *Service) Stats() (votes, questions CommitStats) { return s.votes.stats(), s.asks.stats() }
