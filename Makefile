@@ -6,7 +6,7 @@ DATA_DIR ?= data
 TEST_TIMEOUT ?= 20m
 STATICCHECK  ?= v0.8.2
 
-.PHONY: run test test-deps lint build bench vet fmt clean
+.PHONY: run test test-deps lint build bench bench-reads bench-coldstart vet fmt clean
 
 ## run: build, then start a node on the embedded default (in-process NATS JetStream + in-memory cache) with the demo event
 # exec makes the server make's own child, not a grandchild behind `go run` or a shell: Ctrl-C
@@ -35,6 +35,14 @@ build:
 ## bench: measure REST reads and acknowledged writes on loopback (figures go to docs/benchmarks.md)
 bench: build
 	@scripts/bench
+
+## bench-reads: the schedule read against nginx and the Go floor (needs nginx and wrk)
+bench-reads: build
+	@scripts/bench-reads
+
+## bench-coldstart: a node's start from a 1,000,000-entry log and from a Redis snapshot
+bench-coldstart: build
+	@scripts/bench-coldstart
 
 fmt:
 	gofmt -w $$(git ls-files '*.go')
