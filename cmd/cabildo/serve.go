@@ -330,36 +330,59 @@ func restoreSnapshot(ctx context.Context, log *slog.Logger, cc cache, store *pro
 	}
 }
 
+// snapshotLoop writes the projection's snapshot to the cache every so often, when it has
+// moved. Encoding a snapshot holds the projection's entries back (it reads the whole state
+// under its lock: about 2 s for a million entries, docs/benchmarks.md), so the pause after
+// one is every, or snapshotDuty times as long as the last encode took, whichever is longer:
+// a node spends at most 1/snapshotDuty of its time with its entries held back.
 func snapshotLoop(ctx context.Context, log *slog.Logger, cc cache, store *projection.Store, logID string, every time.Duration) {
-	t := time.NewTicker(every)
-	defer t.Stop()
 	var last uint64
+	wait := every
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
-			if seq := store.Seq(); seq > last {
-				if writeSnapshot(ctx, log, cc, store, logID) {
-					last = seq
-				}
+		case <-time.After(wait):
+		}
+		wait = every
+		if seq := store.Seq(); seq > last {
+			ok, took := writeSnapshot(ctx, log, cc, store, logID)
+			if ok {
+				last = seq
 			}
+			wait = snapshotPause(every, took)
 		}
 	}
 }
 
-func writeSnapshot(ctx context.Context, log *slog.Logger, cc cache, store *projection.Store, logID string) bool {
+// snapshotDuty bounds the share of time snapshots hold the projection: 1 in 50.
+const snapshotDuty = 50
+
+// snapshotPause is how long to wait after a snapshot whose encode took took.
+func snapshotPause(every, took time.Duration) time.Duration {
+	return max(every, snapshotDuty*took)
+}
+
+// writeSnapshot encodes the projection and stores it; took is how long the encode held the
+// projection.
+func writeSnapshot(ctx context.Context, log *slog.Logger, cc cache, store *projection.Store, logID string) (ok bool, took time.Duration) {
+	start := time.Now()
 	seq, data, err := store.Snapshot()
+	took = time.Since(start)
 	if err != nil || seq == 0 {
-		return false
+		return false, took
+	}
+	if took > time.Second {
+		log.Info("snapshot encoded", "seq", seq, "bytes", len(data), "took", took.Round(time.Millisecond),
+			"next_in", snapshotPause(0, took).Round(time.Second))
 	}
 	sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	if _, err := cc.StoreSnapshot(sctx, snapshotKey, cabildo.Snapshot{Seq: seq, Log: logID, Data: data}); err != nil {
 		log.Warn("snapshot not written", "err", err)
-		return false
+		return false, took
 	}
-	return true
+	return true, took
 }
 
 func printWelcome(w io.Writer, addr net.Addr, store *projection.Store, cfg config.Serve) {
