@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"flag"
@@ -303,12 +304,30 @@ func newLogger(cfg config.Serve, w io.Writer) *slog.Logger {
 	return slog.New(slog.NewTextHandler(w, opts))
 }
 
+// snapshotOpener is a cache that hands a snapshot's bytes over as they arrive (Redis), so
+// that restoring overlaps fetching.
+type snapshotOpener interface {
+	OpenSnapshot(ctx context.Context, key string) (cabildo.Snapshot, io.ReadCloser, bool, error)
+}
+
 // restoreSnapshot loads the cached projection when it was built from this very log and
 // is not ahead of it; anything else is refused and the node rebuilds from the log alone.
 func restoreSnapshot(ctx context.Context, log *slog.Logger, cc cache, store *projection.Store, info natslog.Info) {
 	start := time.Now()
-	snap, ok, err := cc.LoadSnapshot(ctx, snapshotKey)
-	loaded := time.Since(start)
+	var (
+		snap cabildo.Snapshot
+		body io.ReadCloser
+		ok   bool
+		err  error
+	)
+	if o, can := cc.(snapshotOpener); can {
+		snap, body, ok, err = o.OpenSnapshot(ctx, snapshotKey)
+	} else if snap, ok, err = cc.LoadSnapshot(ctx, snapshotKey); ok {
+		body = io.NopCloser(bytes.NewReader(snap.Data))
+	}
+	if body != nil {
+		defer body.Close()
+	}
 	switch {
 	case err != nil:
 		log.Warn("snapshot unavailable; rebuilding from the log", "err", err)
@@ -321,13 +340,25 @@ func restoreSnapshot(ctx context.Context, log *slog.Logger, cc cache, store *pro
 	case snap.Seq < info.FirstSeq-1 && info.FirstSeq > 1:
 		log.Warn("snapshot is older than the log's first entry; ignoring it", "snapshot_seq", snap.Seq)
 	default:
-		if seq, err := store.Restore(snap.Data); err != nil {
+		counted := &countingReader{r: body}
+		if seq, err := store.RestoreFrom(counted); err != nil {
 			log.Warn("snapshot unreadable; rebuilding from the log", "err", err)
 		} else {
-			log.Info("restored snapshot", "seq", seq, "bytes", len(snap.Data),
-				"load", loaded.Round(time.Millisecond), "decode", (time.Since(start) - loaded).Round(time.Millisecond))
+			log.Info("restored snapshot", "seq", seq, "bytes", counted.n, "took", time.Since(start).Round(time.Millisecond))
 		}
 	}
+}
+
+// countingReader counts the bytes read through it.
+type countingReader struct {
+	r io.Reader
+	n int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	return n, err
 }
 
 // snapshotLoop writes the projection's snapshot to the cache every so often, when it has

@@ -6,10 +6,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"slices"
 	"sync"
 	"testing"
+	"testing/iotest"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
@@ -1147,5 +1149,53 @@ func (g *gen) mutate(s *cabildo.Session) {
 		case 5:
 			s.Tags = []string{fmt.Sprint("tag-", g.rng.IntN(4))}
 		}
+	}
+}
+
+// RestoreFrom restores a snapshot that arrives a few bytes at a time to the same state as
+// Restore, for both formats; one cut short, or damaged, is refused and leaves the store
+// empty.
+func TestRestoreFromPieces(t *testing.T) {
+	g := newGen(t, 5)
+	g.run(120)
+	src := projection.New(projection.Options{})
+	applyAll(src, g.log.entries)
+	seq, bin, err := src.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, dump, err := src.DumpJSON()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, data := range map[string][]byte{"format 3": bin, "format 2": dump} {
+		for _, pieces := range []func(io.Reader) io.Reader{iotest.OneByteReader, iotest.HalfReader, iotest.DataErrReader} {
+			dst := projection.New(projection.Options{})
+			got, err := dst.RestoreFrom(pieces(bytes.NewReader(data)))
+			if err != nil || got != seq {
+				t.Fatalf("%s: RestoreFrom = %d, %v; want %d", name, got, err, seq)
+			}
+			compareStores(t, dst, src)
+		}
+	}
+	flipped := bytes.Clone(bin)
+	flipped[len(flipped)/2] ^= 0x20
+	for name, data := range map[string][]byte{"cut short": bin[:len(bin)*2/3], "damaged": flipped,
+		"cut in a length": bin[:len("cabildo snapshot 3\n")+1]} {
+		dst := projection.New(projection.Options{})
+		if _, err := dst.RestoreFrom(iotest.HalfReader(bytes.NewReader(data))); err == nil {
+			t.Errorf("%s: RestoreFrom succeeded", name)
+		}
+		n := 0
+		dst.Each(func(*projection.EventState) { n++ })
+		if dst.Seq() != 0 || n != 0 {
+			t.Errorf("%s: a refused RestoreFrom left seq %d and %d events", name, dst.Seq(), n)
+		}
+	}
+	// A reader that fails passes its error on.
+	boom := errors.New("connection reset")
+	dst := projection.New(projection.Options{})
+	if _, err := dst.RestoreFrom(io.MultiReader(bytes.NewReader(bin[:len(bin)/2]), iotest.ErrReader(boom))); !errors.Is(err, boom) {
+		t.Errorf("a failing reader: %v, want %v", err, boom)
 	}
 }

@@ -1,6 +1,7 @@
 package projection
 
 import (
+	"bufio"
 	"bytes"
 	"container/heap"
 	"encoding/binary"
@@ -8,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"io"
 	"runtime"
 	"runtime/debug"
 	"sync"
@@ -223,6 +225,28 @@ func (e *snapshotEvent) state(rebuilt bool) *EventState {
 // restore over a store that has applied anything, and a snapshot of another format: its
 // events are not even decoded.
 func (s *Store) Restore(data []byte) (uint64, error) {
+	return s.restore(data, nil)
+}
+
+// RestoreFrom is Restore for a snapshot read from r as it arrives (from the cache, a
+// piece at a time): each section of a format-3 snapshot is decoded as soon as it is in,
+// while the rest is still coming. A format-2 snapshot is read whole first.
+func (s *Store) RestoreFrom(r io.Reader) (uint64, error) {
+	br := bufio.NewReaderSize(r, 64<<10)
+	head, err := br.Peek(len(snapshotMagic))
+	if err == nil && string(head) == snapshotMagic {
+		_, _ = br.Discard(len(snapshotMagic))
+		return s.restore(nil, br)
+	}
+	data, err := io.ReadAll(br)
+	if err != nil {
+		return 0, fmt.Errorf("projection: restore: %w", err)
+	}
+	return s.restore(data, nil)
+}
+
+// restore restores data, or a format-3 snapshot's sections read from stream.
+func (s *Store) restore(data []byte, stream *bufio.Reader) (uint64, error) {
 	var (
 		seq      uint64
 		ids      []string
@@ -237,8 +261,10 @@ func (s *Store) Restore(data []byte) (uint64, error) {
 	// it is done (or until a GOMEMLIMIT, when one is set, says otherwise).
 	defer debug.SetGCPercent(debug.SetGCPercent(-1))
 	switch {
+	case stream != nil:
+		seq, ids, events, subjects, idem, err = s.restoreGob(streamSections(stream))
 	case bytes.HasPrefix(data, []byte(snapshotMagic)):
-		seq, ids, events, subjects, idem, err = s.restoreGob(data[len(snapshotMagic):])
+		seq, ids, events, subjects, idem, err = s.restoreGob(sliceSections(data[len(snapshotMagic):]))
 	case len(data) > 0 && data[0] == '{':
 		seq, ids, events, subjects, idem, err = s.restoreJSON(data)
 	default:
@@ -269,70 +295,159 @@ func (s *Store) Restore(data []byte) (uint64, error) {
 	return s.seq, nil
 }
 
-// restoreGob decodes the sections of a format-3 snapshot, after its magic, in parallel,
-// then puts each event together from its pieces.
-func (s *Store) restoreGob(data []byte) (seq uint64, ids []string, events []*EventState, subjects map[string]uint64, idem map[string]Idempotent, err error) {
+// sectionSource returns a format-3 snapshot's sections one by one, their checksums
+// checked, and io.EOF after the last.
+type sectionSource func() ([]byte, error)
+
+// maxSection bounds one section's length as a snapshot states it, before anything is
+// allocated for it.
+const maxSection = 1 << 30
+
+// sliceSections reads sections out of data without copying them.
+func sliceSections(data []byte) sectionSource {
+	i := 0
+	return func() ([]byte, error) {
+		if len(data) == 0 {
+			return nil, io.EOF
+		}
+		n, k := binary.Uvarint(data)
+		if k <= 0 || uint64(len(data)-k) < 4 || n > uint64(len(data)-k-4) {
+			return nil, errors.New("a section overruns the snapshot")
+		}
+		sum, sec := binary.BigEndian.Uint32(data[k:]), data[k+4:k+4+int(n)]
+		data = data[k+4+int(n):]
+		i++
+		return checked(sec, sum, i-1)
+	}
+}
+
+// streamSections reads sections from r as they arrive.
+func streamSections(r *bufio.Reader) sectionSource {
+	i := 0
+	return func() ([]byte, error) {
+		n, err := binary.ReadUvarint(r)
+		if err == io.EOF {
+			return nil, io.EOF
+		}
+		if err != nil || n > maxSection {
+			return nil, fmt.Errorf("section %d: bad length (%v)", i, err)
+		}
+		var sum [4]byte
+		if _, err := io.ReadFull(r, sum[:]); err != nil {
+			return nil, fmt.Errorf("section %d: %w", i, noEOF(err))
+		}
+		sec := make([]byte, n)
+		if _, err := io.ReadFull(r, sec); err != nil {
+			return nil, fmt.Errorf("section %d: %w", i, noEOF(err))
+		}
+		i++
+		return checked(sec, binary.BigEndian.Uint32(sum[:]), i-1)
+	}
+}
+
+// noEOF turns the end of the input inside a section into the error it is.
+func noEOF(err error) error {
+	if err == io.EOF {
+		return io.ErrUnexpectedEOF
+	}
+	return err
+}
+
+func checked(sec []byte, sum uint32, i int) ([]byte, error) {
+	if crc32.Checksum(sec, castagnoli) != sum {
+		return nil, fmt.Errorf("section %d is damaged (checksum)", i)
+	}
+	return sec, nil
+}
+
+// restoreGob decodes the sections of a format-3 snapshot on every core, each as soon as
+// next returns it, then puts each event together from its pieces.
+func (s *Store) restoreGob(next sectionSource) (seq uint64, ids []string, events []*EventState, subjects map[string]uint64, idem map[string]Idempotent, err error) {
 	fail := func(format string, a ...any) (uint64, []string, []*EventState, map[string]uint64, map[string]Idempotent, error) {
 		return 0, nil, nil, nil, nil, fmt.Errorf("snapshot format 3: "+format, a...)
 	}
-	var sections [][]byte
-	for len(data) > 0 {
-		n, k := binary.Uvarint(data)
-		if k <= 0 || uint64(len(data)-k) < 4 || n > uint64(len(data)-k-4) {
-			return fail("a section overruns the snapshot")
-		}
-		sum, sec := binary.BigEndian.Uint32(data[k:]), data[k+4:k+4+int(n)]
-		if crc32.Checksum(sec, castagnoli) != sum {
-			return fail("section %d is damaged (checksum)", len(sections))
-		}
-		sections = append(sections, sec)
-		data = data[k+4+int(n):]
+	first, err := next()
+	if err == io.EOF {
+		return fail("header missing")
 	}
-	if len(sections) < 2 {
-		return fail("header or idempotency section missing")
+	if err != nil {
+		return fail("%w", err)
 	}
 	var h snapshotHeader
-	if err := gob.NewDecoder(bytes.NewReader(sections[0])).Decode(&h); err != nil {
+	if err := gob.NewDecoder(bytes.NewReader(first)).Decode(&h); err != nil {
 		return fail("header: %w", err)
-	}
-	if len(h.Sections) != len(sections)-2 {
-		return fail("%d sections listed, %d stored", len(h.Sections), len(sections)-2)
 	}
 	if s.Seq() != 0 {
 		return 0, nil, nil, nil, nil, fmt.Errorf("restore over a store at seq %d", s.Seq())
 	}
+	// Section 1 is the idempotency keys, then one for each of h.Sections.
 	values := make([]any, len(h.Sections))
-	err = parallel(len(sections)-1, func(i int) error {
-		dec := gob.NewDecoder(bytes.NewReader(sections[i+1]))
-		if i == 0 {
+	decode := func(i int, sec []byte) error {
+		dec := gob.NewDecoder(bytes.NewReader(sec))
+		if i == 1 {
 			return dec.Decode(&idem)
 		}
-		sec := h.Sections[i-1]
+		what := h.Sections[i-2]
 		var err error
-		switch sec.Kind {
+		switch what.Kind {
 		case sectionEvent:
 			var e snapshotEvent
 			err = dec.Decode(&e)
-			values[i-1] = &e
+			values[i-2] = &e
 		case sectionChanges:
 			var c []cabildo.Change
 			err = dec.Decode(&c)
-			values[i-1] = c
+			values[i-2] = c
 		case sectionQA:
 			var qa *cabildo.QA
 			if err = dec.Decode(&qa); err == nil && qa != nil {
 				qa.Rebuild()
 			}
-			values[i-1] = qa
+			values[i-2] = qa
 		default:
-			return fmt.Errorf("section %d: unknown kind %d", i+1, sec.Kind)
+			return fmt.Errorf("section %d: unknown kind %d", i, what.Kind)
 		}
 		if err != nil {
-			return fmt.Errorf("section %d (event %s): %w", i+1, sec.Event, err)
+			return fmt.Errorf("section %d (event %s): %w", i, what.Event, err)
 		}
 		return nil
-	})
-	if err != nil {
+	}
+	type job struct {
+		i   int
+		sec []byte
+	}
+	jobs := make(chan job, runtime.GOMAXPROCS(0))
+	errs := make([]error, len(h.Sections)+2)
+	var wg sync.WaitGroup
+	for range runtime.GOMAXPROCS(0) {
+		wg.Go(func() {
+			for j := range jobs {
+				errs[j.i] = decode(j.i, j.sec)
+			}
+		})
+	}
+	n := 1
+	for ; ; n++ {
+		sec, err := next()
+		if err == io.EOF {
+			break
+		}
+		if err == nil && n >= len(errs) {
+			err = fmt.Errorf("more sections than the %d listed", len(h.Sections))
+		}
+		if err != nil {
+			close(jobs)
+			wg.Wait()
+			return fail("%w", err)
+		}
+		jobs <- job{n, sec}
+	}
+	close(jobs)
+	wg.Wait()
+	if n != len(errs) {
+		return fail("%d sections listed, %d stored", len(h.Sections), n-2)
+	}
+	if err := errors.Join(errs...); err != nil {
 		return fail("%w", err)
 	}
 	// Put the events together: every piece follows its event's own section.
@@ -358,7 +473,7 @@ func (s *Store) restoreGob(data []byte) (seq uint64, ids []string, events []*Eve
 	}
 	events = make([]*EventState, len(ids))
 	for i, id := range ids {
-		events[i] = byID[id].state(false)
+		events[i] = byID[id].state(true)
 	}
 	return h.Seq, ids, events, h.Subjects, idem, nil
 }

@@ -11,6 +11,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/url"
 	"strconv"
@@ -199,56 +200,101 @@ func (c *Cache) Ping(ctx context.Context) error {
 // per operation; if another node replaces it meanwhile, the load fails and the caller
 // rebuilds from the log.
 func (c *Cache) LoadSnapshot(ctx context.Context, key string) (cabildo.Snapshot, bool, error) {
+	snap, body, ok, err := c.OpenSnapshot(ctx, key)
+	if !ok || err != nil {
+		return snap, ok, err
+	}
+	defer body.Close()
+	snap.Data, err = io.ReadAll(body)
+	if err != nil {
+		return cabildo.Snapshot{}, false, err
+	}
+	return snap, true, nil
+}
+
+// OpenSnapshot is LoadSnapshot with the bytes to be read from body as they come: the
+// snapshot's sequence and log are known at once, and a big snapshot's chunks are fetched
+// (one bounded operation each) while the caller reads the first ones. Data is nil. The
+// caller closes body; reading it fails if a chunk is gone (the snapshot was replaced
+// meanwhile) or Redis fails.
+func (c *Cache) OpenSnapshot(ctx context.Context, key string) (snap cabildo.Snapshot, body io.ReadCloser, ok bool, err error) {
 	var vals []any
-	err := c.do(ctx, func(ctx context.Context) (err error) {
+	err = c.do(ctx, func(ctx context.Context) (err error) {
 		vals, err = c.rdb.HMGet(ctx, c.snapshotKey(key), fieldSeq, fieldLog, fieldData, fieldChunks, fieldParts, fieldSize).Result()
 		return err
 	})
 	if err != nil {
-		return cabildo.Snapshot{}, false, fmt.Errorf("rediscache: load snapshot %q: %w", key, err)
+		return cabildo.Snapshot{}, nil, false, fmt.Errorf("rediscache: load snapshot %q: %w", key, err)
 	}
 	if vals[0] == nil && vals[1] == nil && vals[2] == nil {
-		return cabildo.Snapshot{}, false, nil
+		return cabildo.Snapshot{}, nil, false, nil
 	}
 	seqStr, ok1 := vals[0].(string)
 	log, ok2 := vals[1].(string)
 	data, ok3 := vals[2].(string)
 	if !ok1 || !ok2 || !ok3 {
-		return cabildo.Snapshot{}, false, fmt.Errorf("rediscache: load snapshot %q: malformed entry", key)
+		return cabildo.Snapshot{}, nil, false, fmt.Errorf("rediscache: load snapshot %q: malformed entry", key)
 	}
 	seq, err := strconv.ParseUint(seqStr, 10, 64)
 	if err != nil {
-		return cabildo.Snapshot{}, false, fmt.Errorf("rediscache: load snapshot %q: malformed seq: %w", key, err)
+		return cabildo.Snapshot{}, nil, false, fmt.Errorf("rediscache: load snapshot %q: malformed seq: %w", key, err)
 	}
-	snap := cabildo.Snapshot{Seq: seq, Log: log, Data: []byte(data)}
+	snap = cabildo.Snapshot{Seq: seq, Log: log}
 	if vals[3] == nil {
-		return snap, true, nil
+		return snap, io.NopCloser(strings.NewReader(data)), true, nil
 	}
 	chunks, err1 := strconv.Atoi(fmt.Sprint(vals[3]))
 	size, err2 := strconv.Atoi(fmt.Sprint(vals[5]))
 	parts, ok := vals[4].(string)
 	if err1 != nil || err2 != nil || !ok || chunks < 0 || size < 0 || chunks > size || data != "" {
-		return cabildo.Snapshot{}, false, fmt.Errorf("rediscache: load snapshot %q: malformed entry", key)
+		return cabildo.Snapshot{}, nil, false, fmt.Errorf("rediscache: load snapshot %q: malformed entry", key)
 	}
-	snap.Data = make([]byte, 0, size)
-	for i := range chunks {
-		var b []byte
-		err := c.do(ctx, func(ctx context.Context) (err error) {
-			b, err = c.rdb.HGet(ctx, parts, strconv.Itoa(i)).Bytes()
-			return err
-		})
-		if errors.Is(err, redis.Nil) {
-			return cabildo.Snapshot{}, false, fmt.Errorf("rediscache: load snapshot %q: chunk %d of %d is gone: replaced meanwhile", key, i, chunks)
+	ctx, cancel := context.WithCancel(ctx)
+	pr, pw := io.Pipe()
+	go func() {
+		defer cancel()
+		total := 0
+		for i := range chunks {
+			var b []byte
+			err := c.do(ctx, func(ctx context.Context) (err error) {
+				b, err = c.rdb.HGet(ctx, parts, strconv.Itoa(i)).Bytes()
+				return err
+			})
+			switch {
+			case errors.Is(err, redis.Nil):
+				err = fmt.Errorf("rediscache: load snapshot %q: chunk %d of %d is gone: replaced meanwhile", key, i, chunks)
+			case err != nil:
+				err = fmt.Errorf("rediscache: load snapshot %q: chunk %d: %w", key, i, err)
+			case total+len(b) > size:
+				err = fmt.Errorf("rediscache: load snapshot %q: more than its %d bytes", key, size)
+			}
+			if err == nil {
+				total += len(b)
+				_, err = pw.Write(b) // fails once the reader has closed
+			}
+			if err != nil {
+				pw.CloseWithError(err)
+				return
+			}
 		}
-		if err != nil {
-			return cabildo.Snapshot{}, false, fmt.Errorf("rediscache: load snapshot %q: chunk %d: %w", key, i, err)
+		if total != size {
+			pw.CloseWithError(fmt.Errorf("rediscache: load snapshot %q: %d bytes, want %d", key, total, size))
+			return
 		}
-		snap.Data = append(snap.Data, b...)
-	}
-	if len(snap.Data) != size {
-		return cabildo.Snapshot{}, false, fmt.Errorf("rediscache: load snapshot %q: %d bytes, want %d", key, len(snap.Data), size)
-	}
-	return snap, true, nil
+		pw.Close()
+	}()
+	return snap, &snapshotBody{PipeReader: pr, cancel: cancel}, true, nil
+}
+
+// snapshotBody is a big snapshot's bytes as its chunks arrive; Close stops the fetching.
+type snapshotBody struct {
+	*io.PipeReader
+	cancel context.CancelFunc
+}
+
+func (b *snapshotBody) Close() error {
+	b.cancel()
+	return b.PipeReader.Close()
 }
 
 // StoreSnapshot stores s under key unless the stored snapshot is from the same log and at

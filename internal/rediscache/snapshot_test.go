@@ -2,9 +2,11 @@ package rediscache
 
 import (
 	"bytes"
+	"io"
 	"math/rand/v2"
 	"strings"
 	"testing"
+	"testing/iotest"
 
 	"github.com/cabildo/cabildo/internal/cabildo"
 	"github.com/cabildo/cabildo/internal/redistest"
@@ -101,5 +103,62 @@ func TestBigSnapshot(t *testing.T) {
 	}
 	if !c.Up() {
 		t.Error("the breaker opened while moving big snapshots")
+	}
+}
+
+// OpenSnapshot gives a big snapshot's bytes as its chunks arrive, equal to what was
+// stored; a chunk gone midway fails the read (never a short snapshot read as whole), and
+// closing the body early stops the fetching.
+func TestOpenSnapshotStreams(t *testing.T) {
+	srv := redistest.Start(t)
+	rdb := rawClient(t, srv)
+	c := newCache(t, Options{URL: srv.URL()})
+	ctx := t.Context()
+	data := make([]byte, 3<<20+777)
+	rng := rand.New(rand.NewPCG(3, 4))
+	for i := range data {
+		data[i] = byte(rng.Uint32())
+	}
+	if stored, err := c.StoreSnapshot(ctx, "projection", cabildo.Snapshot{Seq: 7, Log: "log-a", Data: data}); err != nil || !stored {
+		t.Fatalf("StoreSnapshot = %t, %v", stored, err)
+	}
+	open := func() (cabildo.Snapshot, io.ReadCloser) {
+		t.Helper()
+		snap, body, ok, err := c.OpenSnapshot(ctx, "projection")
+		if err != nil || !ok || snap.Seq != 7 || snap.Log != "log-a" || snap.Data != nil {
+			t.Fatalf("OpenSnapshot = %+v, found %t, %v", snap, ok, err)
+		}
+		return snap, body
+	}
+	_, body := open()
+	got, err := io.ReadAll(iotest.HalfReader(body))
+	body.Close()
+	if err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("read %d bytes (equal %t), %v; want %d", len(got), bytes.Equal(got, data), err, len(data))
+	}
+
+	_, body = open()
+	if _, err := io.ReadFull(body, make([]byte, 100)); err != nil {
+		t.Fatal(err)
+	}
+	if err := body.Close(); err != nil {
+		t.Fatalf("closing early: %v", err)
+	}
+
+	_, body = open()
+	keys, err := rdb.Keys(ctx, DefaultPrefix+"snapshot:projection:parts:*").Result()
+	if err != nil || len(keys) != 1 {
+		t.Fatalf("chunk keys %v, %v", keys, err)
+	}
+	if err := rdb.HDel(ctx, keys[0], "2").Err(); err != nil {
+		t.Fatal(err)
+	}
+	got, err = io.ReadAll(body)
+	body.Close()
+	if err == nil || !strings.Contains(err.Error(), "chunk 2 of 4 is gone") {
+		t.Fatalf("with chunk 2 gone: read %d bytes, %v; want the read to fail", len(got), err)
+	}
+	if _, ok, err := c.LoadSnapshot(ctx, "projection"); err == nil || ok {
+		t.Fatalf("LoadSnapshot with chunk 2 gone = %t, %v; want an error", ok, err)
 	}
 }
