@@ -55,9 +55,8 @@ type snapshotRaw struct {
 	Idem     map[string]Idempotent     `json:"idempotency"`
 }
 
-// Formats: 2 is JSON (format 2 added the town hall); 3 holds the same state in gob, a
-// section for the store's own maps and one per event, each encoded and decoded on its own
-// core. Gob is Go's own binary encoding: a snapshot of a long log decodes about 2.7× as
+// Formats: 2 is JSON (format 2 added the town hall); 3 holds the same state in gob, in
+// sections (below) encoded and decoded on every core. Gob is Go's own binary encoding: a snapshot of a long log decodes about 2.7× as
 // fast as JSON and is about half the size (docs/benchmarks.md). A node writes format 3
 // and restores either, so a snapshot written before an upgrade still restores after it.
 const (
