@@ -3,6 +3,7 @@ package cabildo
 import (
 	"cmp"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -216,6 +217,25 @@ type QA struct {
 	Order     []int64             `json:"order"` // question ids in the order they were asked
 	Actions   []ModAction         `json:"actions,omitempty"`
 	Pinned    int64               `json:"pinned,omitempty"`
+}
+
+// Clone returns a copy of qa that shares nothing a later vote, ask or moderation changes
+// in place: what a snapshot encodes while the projection goes on. What only ever grows by
+// append (Order) is shared up to its length; counts derived for voting are not copied.
+func (qa *QA) Clone() *QA {
+	c := *qa
+	c.Questions = make(map[int64]*Question, len(qa.Questions))
+	for id, q := range qa.Questions {
+		cq := *q
+		cq.Voters = maps.Clone(q.Voters)
+		cq.Merged = slices.Clone(q.Merged)
+		cq.Flags = slices.Clone(q.Flags)
+		cq.all = nil
+		c.Questions[id] = &cq
+	}
+	c.Order = qa.Order[:len(qa.Order):len(qa.Order)]
+	c.Actions = slices.Clone(qa.Actions) // an undo marks the action it undoes
+	return &c
 }
 
 // NewQA returns a session's Q&A as it is before anyone configures it: closed, and

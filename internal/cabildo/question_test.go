@@ -365,3 +365,34 @@ func roundTrip(t *testing.T, qa *cabildo.QA) *cabildo.QA {
 	back.Rebuild()
 	return &back
 }
+
+// A clone keeps the town hall as it was while the original goes on: votes, a withdrawal,
+// a merge and its undo (which marks the merge undone in place) change nothing in it.
+func TestCloneSharesNothingThatChanges(t *testing.T) {
+	h := newTownHall(t, true)
+	a, b := h.ask("¿Cuándo habrá datos abiertos?"), h.ask("¿Cuándo publicarán datos abiertos?")
+	for _, q := range []int64{a, b} {
+		h.must("m", cabildo.Moderation{Action: cabildo.ActionApprove, Question: q})
+	}
+	h.vote(a, "ana", true)
+	h.must("m", cabildo.Moderation{Action: cabildo.ActionMerge, Question: b, Into: a})
+	before, err := json.Marshal(h.qa)
+	if err != nil {
+		t.Fatal(err)
+	}
+	clone := h.qa.Clone()
+	h.vote(a, "luis", true)
+	h.vote(a, "ana", false)
+	h.must("m", cabildo.Moderation{Action: cabildo.ActionUndo})
+	h.must("m", cabildo.Moderation{Action: cabildo.ActionReject, Question: h.ask("¿Otra pregunta?")})
+	after, err := json.Marshal(clone)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(after) != string(before) {
+		t.Fatalf("the clone changed with the original:\nbefore %s\nafter  %s", before, after)
+	}
+	if now, _ := json.Marshal(h.qa); string(now) == string(before) {
+		t.Fatal("the original did not change: the test checks nothing")
+	}
+}

@@ -135,7 +135,7 @@ func serveFlags(c *Serve) *flag.FlagSet {
 	fs.IntVar(&c.StreamReplicas, "stream-replicas", 1, "replicas of the log stream (3 in a NATS cluster)")
 	fs.DurationVar(&c.Dedupe, "dedupe-window", 10*time.Minute, "window in which the log drops a repeated Idempotency-Key")
 	fs.DurationVar(&c.AppendTimeout, "append-timeout", 1500*time.Millisecond, "how long a write waits for the log to confirm it before answering 503 (retry with the same Idempotency-Key)")
-	fs.DurationVar(&c.SnapshotEvery, "snapshot-every", 30*time.Second, "how often to write the projection snapshot to the cache (at least 50 times as long as the last one took to encode: encoding holds the projection)")
+	fs.DurationVar(&c.SnapshotEvery, "snapshot-every", 30*time.Second, "how often to write the projection snapshot to the cache (at least 50 times as long as the last one took to encode)")
 	fs.DurationVar(&c.WS.AuthTimeout, "ws-auth-timeout", protocol.AuthTimeoutSeconds*time.Second, "close a websocket that neither authenticated nor subscribed within this time")
 	fs.DurationVar(&c.WS.PingEvery, "ws-ping", protocol.PingIntervalSeconds*time.Second, "websocket ping interval")
 	fs.DurationVar(&c.WS.IdleTimeout, "ws-idle-timeout", protocol.IdleTimeoutSeconds*time.Second, "close a websocket silent for this long (no frame, no pong)")

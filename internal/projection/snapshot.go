@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
+	"maps"
 	"runtime"
 	"runtime/debug"
 	"sync"
@@ -99,14 +100,19 @@ const (
 // changesPerSection is how many changes of an event's history one section holds.
 var changesPerSection = 16384 // a variable for tests
 
-// Snapshot serializes the whole store with the sequence it reflects, in format 3.
+// Snapshot serializes the whole store with the sequence it reflects, in format 3. It
+// holds the store only to copy what entries change in place (maps, town halls); the
+// encoding, most of the work, runs while entries go on being applied.
 func (s *Store) Snapshot() (seq uint64, data []byte, err error) {
 	s.mu.RLock()
-	defer s.mu.RUnlock()
-	h := snapshotHeader{Seq: s.seq, Subjects: s.subjects}
-	values := []any{&h, s.idem}
+	h := snapshotHeader{Seq: s.seq, Subjects: maps.Clone(s.subjects)}
+	values := []any{&h, maps.Clone(s.idem)}
+	events := make(map[string]*snapshotEvent, len(s.events))
 	for id, e := range s.events {
-		snap := e.snapshot()
+		events[id] = e.snapshotCopy()
+	}
+	s.mu.RUnlock()
+	for id, snap := range events {
 		changes, qas := snap.Changes, snap.QA
 		snap.Changes, snap.QA = nil, nil
 		h.Sections = append(h.Sections, snapshotSection{id, sectionEvent})
@@ -145,7 +151,7 @@ func (s *Store) Snapshot() (seq uint64, data []byte, err error) {
 		data = binary.BigEndian.AppendUint32(data, crc32.Checksum(sec, castagnoli))
 		data = append(data, sec...)
 	}
-	return s.seq, data, nil
+	return h.Seq, data, nil
 }
 
 // DumpJSON writes the whole store as format 2, the JSON one: deterministic (map keys
@@ -186,6 +192,25 @@ func (e *EventState) snapshot() *snapshotEvent {
 		Version: e.Version, Updated: e.Updated, SessionMeta: e.Sessions, RoomMeta: e.Rooms,
 		TrackMeta: e.Tracks, SpeakerMeta: e.Speakers, ByID: e.ByID, Changes: e.Changes, Horizon: e.Horizon, EventVer: e.EventVersion, Created: e.Created,
 		Ann: e.Announcements, AnnVersion: e.AnnouncementsVersion, QA: e.QA}
+}
+
+// snapshotCopy is snapshot with its own copy of everything an entry changes in place: the
+// maps and the town halls. The history and the announcements only grow by append, which
+// never writes within a slice's length, so they are shared up to it.
+func (e *EventState) snapshotCopy() *snapshotEvent {
+	snap := e.snapshot()
+	snap.Rooms, snap.Tracks = maps.Clone(snap.Rooms), maps.Clone(snap.Tracks)
+	snap.Speakers, snap.Sessions = maps.Clone(snap.Speakers), maps.Clone(snap.Sessions)
+	snap.SessionMeta, snap.RoomMeta = maps.Clone(snap.SessionMeta), maps.Clone(snap.RoomMeta)
+	snap.TrackMeta, snap.SpeakerMeta = maps.Clone(snap.TrackMeta), maps.Clone(snap.SpeakerMeta)
+	snap.ByID = maps.Clone(snap.ByID)
+	snap.Changes = snap.Changes[:len(snap.Changes):len(snap.Changes)]
+	snap.Ann = snap.Ann[:len(snap.Ann):len(snap.Ann)]
+	snap.QA = make(map[int64]*cabildo.QA, len(e.QA))
+	for sid, qa := range e.QA {
+		snap.QA[sid] = qa.Clone()
+	}
+	return snap
 }
 
 // state is the event a snapshot holds, with what is derived from it rebuilt; rebuilt says

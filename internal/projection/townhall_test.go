@@ -2,6 +2,9 @@ package projection_test
 
 import (
 	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"runtime"
 	"slices"
 	"testing"
 
@@ -186,4 +189,99 @@ func TestSnapshotRestoreTownHall(t *testing.T) {
 			t.Errorf("%s: the question asked after the restore is %d, want 3", name, id)
 		}
 	}
+}
+
+// Snapshots taken while entries are being applied each hold exactly the state at their
+// sequence: a snapshot copies what entries change in place and encodes after letting go
+// of the store, so this also runs under the race detector against votes, merges, undos,
+// edits and programme writes landing meanwhile.
+func TestSnapshotWhileApplying(t *testing.T) {
+	l, sid, _, _ := townHallLog(t)
+	rng := rand.New(rand.NewPCG(7, 8))
+	questions := int64(2)
+	var last uint64 // the last moderation entry, for undo
+	for range 600 {
+		switch k := rng.IntN(10); {
+		case k < 2:
+			questions++
+			l.add(cabildo.Record{Type: cabildo.RecordQuestionsAsked, Event: ev, Asked: []cabildo.Asked{
+				asked(sid, fmt.Sprintf("¿Pregunta número %d sobre datos abiertos?", questions), "")}})
+		case k < 6:
+			var votes []cabildo.VoteOp
+			for range 1 + rng.IntN(8) {
+				votes = append(votes, cabildo.VoteOp{Session: sid, Question: 1 + rng.Int64N(questions),
+					Attendee: fmt.Sprintf("v%d", rng.IntN(40)), Up: rng.IntN(5) != 0})
+			}
+			l.add(cabildo.Record{Type: cabildo.RecordVotesCast, Event: ev, Votes: votes})
+		case k < 9:
+			m := cabildo.Moderation{Session: sid, Question: 1 + rng.Int64N(questions)}
+			switch rng.IntN(5) {
+			case 0:
+				m.Action, m.Into = cabildo.ActionMerge, 1+rng.Int64N(questions)
+			case 1:
+				m.Action, m.UndoOf = cabildo.ActionUndo, last
+			case 2:
+				m.Action, m.Text = cabildo.ActionEdit, fmt.Sprintf("¿Texto corregido %d?", rng.IntN(100))
+			default:
+				m.Action = cabildo.ActionApprove
+			}
+			last = l.add(cabildo.Record{Type: cabildo.RecordQuestionModerated, Event: ev, Actor: "moderator:m", Moderation: &m})
+		default:
+			r := roomPut(ev, fmt.Sprintf("sala-%d", rng.IntN(4)))
+			r.IdempotencyKey, r.RequestHash = fmt.Sprintf("k-%d", rng.IntN(50)), "h"
+			l.add(r)
+		}
+	}
+	live := projection.New(projection.Options{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for _, e := range l.entries {
+			e.applyTo(live)
+			if rng := e.seq % 7; rng == 0 {
+				runtime.Gosched()
+			}
+		}
+	}()
+	type taken struct {
+		seq  uint64
+		data []byte
+	}
+	var snaps []taken
+	for running := true; running; {
+		select {
+		case <-done:
+			running = false
+		default:
+		}
+		seq, data, err := live.Snapshot()
+		if err != nil {
+			t.Fatal(err)
+		}
+		snaps = append(snaps, taken{seq, data})
+	}
+	ref := projection.New(projection.Options{})
+	next, checked := 0, 0
+	for _, sn := range snaps {
+		if sn.seq == 0 || (checked > 0 && sn.seq == ref.Seq()) {
+			continue
+		}
+		for next < len(l.entries) && l.entries[next].seq <= sn.seq {
+			l.entries[next].applyTo(ref)
+			next++
+		}
+		got := projection.New(projection.Options{})
+		if _, err := got.Restore(sn.data); err != nil {
+			t.Fatalf("snapshot at %d: %v", sn.seq, err)
+		}
+		compareStores(t, got, ref)
+		if t.Failed() {
+			t.Fatalf("the snapshot taken at %d differs from the state at %d", sn.seq, sn.seq)
+		}
+		checked++
+	}
+	if checked < 3 {
+		t.Fatalf("only %d distinct snapshots were taken while %d entries were applied", checked, len(l.entries))
+	}
+	t.Logf("%d snapshots checked against the state at their sequence", checked)
 }
