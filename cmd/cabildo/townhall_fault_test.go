@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"os"
 	"os/exec"
 	"slices"
 	"strings"
@@ -1303,6 +1304,9 @@ func TestTownHallFaultNATSHung(t *testing.T) {
 	if err := ns.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}
+	// kill(2) only queues the stop: on a loaded machine NATS may still answer a request
+	// sent the moment it returns. The writes below go once the kernel says it stopped.
+	waitStopped(t, ns.cmd.Process.Pid)
 	stopped := true
 	resume := func() {
 		if stopped {
@@ -1467,5 +1471,33 @@ func TestTownHallFaultAskLatencyAtScale(t *testing.T) {
 	if after > 2*before+5*time.Millisecond {
 		t.Errorf("an ask costs %v with %d questions in the session against %v with 25: every ask screens every question again (townhall screener.flags tokenizes each one's text), so the 200 questions/s of scenario 4 are out of reach",
 			after.Round(time.Millisecond), more+25, before.Round(time.Millisecond))
+	}
+}
+
+// waitStopped waits until /proc says every thread of process pid is stopped (state T).
+func waitStopped(t *testing.T, pid int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+		if err != nil {
+			t.Fatalf("threads of process %d: %v", pid, err)
+		}
+		all := true
+		for _, task := range tasks {
+			stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/stat", pid, task.Name()))
+			// The state follows the command name, which is in parentheses: "pid (comm) S ...".
+			if i := bytes.LastIndexByte(stat, ')'); err != nil || i < 0 || i+2 >= len(stat) || (stat[i+2] != 'T' && stat[i+2] != 't') {
+				all = false
+				break
+			}
+		}
+		if all {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("process %d did not stop within 10 s of SIGSTOP", pid)
+		}
+		time.Sleep(time.Millisecond)
 	}
 }
