@@ -135,12 +135,7 @@ func (s *Service) screenAsked(ctx context.Context, event string, asked []cabildo
 // VoteDone once answered. The HTTP layer asks before anything else, so a shed vote costs
 // next to nothing.
 func (s *Service) AdmitVote() error {
-	if n := s.voting.Add(1); s.maxVoting > 0 && n > s.maxVoting {
-		s.voting.Add(-1)
-		s.votes.shed.Add(1)
-		return s.votes.overloaded()
-	}
-	if s.votes.overloadedNow() {
+	if n := s.voting.Add(1); (s.maxVoting > 0 && n > s.maxVoting) || s.votes.overloadedNow() {
 		s.voting.Add(-1)
 		s.votes.shed.Add(1)
 		return s.votes.overloaded()
