@@ -411,6 +411,14 @@ func (sk *socket) readLoop() {
 	}
 	extend()
 	sk.conn.SetPongHandler(func(string) error { extend(); return nil })
+	// The library would answer a peer's close at once, from this goroutine, while the
+	// hub's writer may still be writing frames to the socket: data after a close frame,
+	// which RFC 6455 forbids. The hub answers instead, after what it has queued, with the
+	// peer's code (none if it sent none).
+	sk.conn.SetCloseHandler(func(code int, _ string) error {
+		sk.client.Close(code, "")
+		return nil
+	})
 	for {
 		typ, msg, err := sk.conn.ReadMessage()
 		if err != nil {
