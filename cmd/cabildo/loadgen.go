@@ -72,9 +72,8 @@ func loadgenREST(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	} else if err != nil {
 		return err
 	}
-	u, err := url.Parse(*base)
-	if err != nil || !isLoopback(u.Hostname()) {
-		return fmt.Errorf("loadgen: --url must point at a loopback address, not %q", *base)
+	if err := loopbackURL("loadgen", "--url", *base); err != nil {
+		return err
 	}
 	if *dur <= 0 || *dur > 10*time.Minute || *conc < 1 || *conc > 1024 {
 		return errors.New("loadgen: --duration must be in (0, 10m] and --concurrency in [1, 1024]")
@@ -117,6 +116,16 @@ type scenario struct {
 	name string
 	conc int
 	op   func(worker, i int) error
+}
+
+// loopbackURL refuses a URL whose host is not a loopback address: load goes to this
+// machine only. cmd and flags name what the message is about.
+func loopbackURL(cmd, flags, raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil || !isLoopback(u.Hostname()) {
+		return fmt.Errorf("%s: %s must point at a loopback address, not %q", cmd, flags, raw)
+	}
+	return nil
 }
 
 func isLoopback(host string) bool {

@@ -9,7 +9,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/url"
 	"time"
 
 	"github.com/cabildo/cabildo/internal/config"
@@ -29,7 +28,7 @@ func loadgenFloor(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	} else if err != nil {
 		return err
 	}
-	if err := loopbackOnly(*src); err != nil {
+	if err := loopbackURL("loadgen floor", "--url", *src); err != nil {
 		return err
 	}
 	host, _, err := net.SplitHostPort(*addr)
@@ -153,18 +152,6 @@ func header(req []byte, name string) []byte {
 		if ok && len(k) == len(name) && string(bytes.ToLower(k)) == name {
 			return bytes.TrimSpace(v)
 		}
-	}
-	return nil
-}
-
-// loopbackOnly refuses a URL whose host is not a loopback address.
-func loopbackOnly(raw string) error {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return err
-	}
-	if !isLoopback(u.Hostname()) {
-		return fmt.Errorf("loadgen floor: --url %q: loopback addresses only", raw)
 	}
 	return nil
 }

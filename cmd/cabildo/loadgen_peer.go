@@ -11,7 +11,6 @@ import (
 	"math"
 	"net"
 	"net/http"
-	"net/url"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -48,9 +47,8 @@ func loadgenPeer(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		return err
 	}
 	for _, raw := range []string{*wsURL, *apiURL} {
-		u, err := url.Parse(raw)
-		if err != nil || !isLoopback(u.Hostname()) {
-			return fmt.Errorf("loadgen peer: --url and --api must point at a loopback address, not %q", raw)
+		if err := loopbackURL("loadgen peer", "--url and --api", raw); err != nil {
+			return err
 		}
 	}
 	if !strings.HasPrefix(*wsURL, "ws://") {

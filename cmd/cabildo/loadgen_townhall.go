@@ -9,7 +9,6 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
-	"net/url"
 	"os"
 	"slices"
 	"strings"
@@ -87,9 +86,8 @@ func loadgenTownHall(ctx context.Context, args []string, stdout, stderr io.Write
 	} else if err != nil {
 		return err
 	}
-	u, err := url.Parse(*base)
-	if err != nil || !isLoopback(u.Hostname()) {
-		return fmt.Errorf("loadgen: --url must point at a loopback address, not %q", *base)
+	if err := loopbackURL("loadgen", "--url", *base); err != nil {
+		return err
 	}
 	if *modToken == "" || *audience < 1 || *audience > 20000 || *mods < 1 || *mods > 50 || *askRate <= 0 ||
 		*voteRate <= 0 || *voteRate > 100000 || *questions < 0 || *questions > 1000 || *voters < 1 || *voters > 100000 || *dur <= 0 || *dur > time.Hour {

@@ -10,7 +10,6 @@ import (
 	"io"
 	"math"
 	"net/http"
-	"net/url"
 	"os"
 	"slices"
 	"strconv"
@@ -87,9 +86,8 @@ func loadgenWS(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	} else if err != nil {
 		return err
 	}
-	u, err := url.Parse(*base)
-	if err != nil || !isLoopback(u.Hostname()) {
-		return fmt.Errorf("loadgen: --url must point at a loopback address, not %q", *base)
+	if err := loopbackURL("loadgen", "--url", *base); err != nil {
+		return err
 	}
 	if *tok == "" || *n < 1 || *n > 20000 || *changeRate <= 0 || *changeRate > 1000 || *dur <= 0 || *dur > time.Hour {
 		return errors.New("loadgen ws: need --token, 1 ≤ --clients ≤ 20000, 0 < --rate ≤ 1000, 0 < --duration ≤ 1h")
