@@ -152,6 +152,17 @@ func detailFields(a, b Session) []string {
 	return f
 }
 
+// CompleteChanges gives every speakers change in cs both sides as lists, [] for none, as
+// SessionChanges makes them: for changes read back from an encoding that keeps an empty
+// list as none (gob).
+func CompleteChanges(cs []Change) {
+	for i := range cs {
+		if sc := cs[i].Speakers; sc != nil {
+			sc.From, sc.To = nonNil(sc.From), nonNil(sc.To)
+		}
+	}
+}
+
 func nonNil(s []string) []string {
 	if s == nil {
 		return []string{}

@@ -227,12 +227,8 @@ func (e *snapshotEvent) state(rebuilt bool) *EventState {
 		Created: e.Created, Announcements: e.Ann, AnnouncementsVersion: e.AnnVersion,
 		QA: map[int64]*cabildo.QA{}}
 	// Gob gives back an empty slice as nil. Everywhere else the state holds nil and empty
-	// alike, except a speakers change, which always lists both sides ([] for none).
-	for i := range es.Changes {
-		if sc := es.Changes[i].Speakers; sc != nil {
-			sc.From, sc.To = nonNil(sc.From), nonNil(sc.To)
-		}
-	}
+	// alike; changes have their rule.
+	cabildo.CompleteChanges(es.Changes)
 	for sid, qa := range e.QA {
 		if !rebuilt {
 			qa.Rebuild()
@@ -566,11 +562,4 @@ func orEmptyIDs(m map[int64]string) map[int64]string {
 		return map[int64]string{}
 	}
 	return m
-}
-
-func nonNil(s []string) []string {
-	if s == nil {
-		return []string{}
-	}
-	return s
 }
